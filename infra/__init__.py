@@ -1,0 +1,1 @@
+"""Launchers and production configuration: the embedded broker, topic provisioning, the local stack."""

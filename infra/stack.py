@@ -1,0 +1,161 @@
+"""The local stack: the embedded broker (unless KAFKA_BOOTSTRAP is set) and stream worker processes.
+
+A run file under ``<state_dir>/run/`` records what is running, so that CLI commands started later
+(publish, status, replay, down) find the broker and the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from infra.broker import EmbeddedBroker, wait_until_answers
+from infra.provision import provision
+from reaseq.settings import Settings
+
+
+class StackError(RuntimeError):
+    """The local stack is not running or could not be started."""
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    generation: int
+    pid: int
+
+
+@dataclass
+class RunState:
+    bootstrap: str
+    broker_pid: int | None = None
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+
+def run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
+
+
+def _run_file(settings: Settings) -> Path:
+    return run_dir(settings) / "stack.json"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def load_run_state(settings: Settings) -> RunState | None:
+    path = _run_file(settings)
+    if not path.exists():
+        return None
+    body = json.loads(path.read_text())
+    state = RunState(bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"))
+    state.workers = [WorkerProcess(**w) for w in body.get("workers", []) if pid_alive(w["pid"])]
+    return state
+
+
+def save_run_state(settings: Settings, state: RunState) -> None:
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
+    _run_file(settings).write_text(json.dumps(asdict(state), indent=2))
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """KAFKA_BOOTSTRAP if set, else the embedded broker of the running local stack."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    state = load_run_state(settings)
+    if state is None or (state.broker_pid is not None and not pid_alive(state.broker_pid)):
+        raise StackError("no broker: set KAFKA_BOOTSTRAP, or start the local stack with `reaseq up`")
+    return state.bootstrap
+
+
+def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """Environment of a child process: the parent's, plus the settings it must share."""
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP"] = bootstrap
+    env["REASEQ_STATE_DIR"] = str(settings.state_dir.resolve())
+    env["REASEQ_TOPIC_PREFIX"] = settings.topic_prefix
+    env["REASEQ_APP_ID"] = settings.app_id
+    env["REASEQ_PARTITIONS"] = str(settings.partitions)
+    return env
+
+
+def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> subprocess.Popen[bytes]:
+    """Start a stream worker process; its log goes to ``<state_dir>/run/<name>.g<generation>.log``."""
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
+    log_path = run_dir(settings) / f"{name}.g{generation}.log"
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reaseq.cli", "worker", "--generation", str(generation), "--name", name],
+            env=worker_env(settings, bootstrap),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return
+        except ChildProcessError:  # not our child: poll for its disappearance instead
+            if not pid_alive(pid):
+                return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def start_stack(settings: Settings, workers: int, generation: int) -> RunState:
+    """Start broker (unless external) and workers, detached; record them in the run file."""
+    existing = load_run_state(settings)
+    if existing and existing.broker_pid and pid_alive(existing.broker_pid):
+        raise StackError(f"a local stack is already running (broker pid {existing.broker_pid}); `reaseq down` first")
+    if settings.kafka_bootstrap:
+        bootstrap, broker_pid = settings.kafka_bootstrap, None
+        wait_until_answers(bootstrap)
+    else:
+        run_dir(settings).mkdir(parents=True, exist_ok=True)
+        broker = EmbeddedBroker(log_path=run_dir(settings) / "broker.log").start()
+        assert broker.process is not None
+        bootstrap, broker_pid = broker.bootstrap, broker.process.pid
+    provision(settings, bootstrap, generation)
+    state = RunState(bootstrap=bootstrap, broker_pid=broker_pid)
+    state.workers = [
+        WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)
+    ]
+    save_run_state(settings, state)
+    return state
+
+
+def stop_stack(settings: Settings) -> RunState | None:
+    """Stop the workers, then the broker, of the running local stack."""
+    state = load_run_state(settings)
+    if state is None:
+        return None
+    for worker in state.workers:
+        stop_process(worker.pid)
+    if state.broker_pid:
+        stop_process(state.broker_pid, timeout_s=10)
+    _run_file(settings).unlink(missing_ok=True)
+    return state

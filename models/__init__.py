@@ -1,0 +1,1 @@
+"""Torch models, training and evaluation."""

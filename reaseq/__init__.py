@@ -1,0 +1,1 @@
+"""ReaSeq/SCoTER near-real-time recommender: shared contracts, settings and the operator CLI."""

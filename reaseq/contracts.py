@@ -1,0 +1,208 @@
+"""Every message that crosses a topic, defined once.
+
+The wire format is one JSON object per record with a ``schema_version`` field; ``reaseq.wire``
+encodes and decodes it. Models are strict (unknown fields and wrong types are errors) so that a bad
+producer is caught at the edge and dead-lettered, not half-understood downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+AttributeValue = str | int | float | bool | list[str]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Contract(BaseModel):
+    """Base of every wire model: strict, immutable, versioned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class CatalogItem(Contract):
+    """A product as a catalog team publishes it on the items topic (key: item_id)."""
+
+    item_id: Id
+    title: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    description: Annotated[str, StringConstraints(max_length=20000)] = ""
+    brand: Annotated[str, StringConstraints(max_length=200)] | None = None
+    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list)
+    price: Annotated[float, Field(ge=0)] | None = None
+    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    event_time: AwareDatetime
+
+    def content_hash(self) -> str:
+        """Hash of everything but the event time: an unchanged item re-published hashes the same."""
+        body = self.model_dump(mode="json", exclude={"event_time"})
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+class InteractionKind(str, Enum):
+    VIEW = "view"
+    CLICK = "click"
+    CART = "cart"
+    PURCHASE = "purchase"
+
+
+class Interaction(Contract):
+    """A user's interaction with an item, on the events topic (key: user_id)."""
+
+    event_id: Id | None = None
+    user_id: Id
+    item_id: Id
+    kind: InteractionKind
+    event_time: AwareDatetime
+
+    @model_validator(mode="after")
+    def _derive_event_id(self) -> Interaction:
+        # Producers that send no id get a deterministic one, so redelivery and replay dedupe alike.
+        if self.event_id is None:
+            key = f"{self.user_id}\x1f{self.item_id}\x1f{self.kind.value}\x1f{self.event_time.isoformat()}"
+            object.__setattr__(self, "event_id", hashlib.sha256(key.encode()).hexdigest()[:24])
+        return self
+
+
+class HistoryEntry(BaseModel):
+    """One interaction as kept in a user's history."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: str
+    kind: InteractionKind
+    event_time: AwareDatetime
+
+
+class ItemFeatureUpdate(Contract):
+    """Latest base features of an item (compacted item-features topic, key: item_id)."""
+
+    item_id: Id
+    content_hash: str
+    title: str
+    brand: str | None
+    categories: list[str]
+    price: float | None
+    event_time: AwareDatetime
+    first_seen: AwareDatetime  # event time of the item's first accepted version: outputs replay identically
+
+
+class UserFeatureUpdate(Contract):
+    """Latest recent history of a user (compacted user-features topic, key: user_id).
+
+    ``version`` counts the interactions applied so far; it only grows, so a consumer keeps the highest.
+    """
+
+    user_id: Id
+    version: int = Field(ge=0)
+    history: list[HistoryEntry]
+    as_of: AwareDatetime  # event time of the newest interaction: outputs replay identically
+
+
+class EnrichmentRequest(Contract):
+    """Ask the LLM agents to reason about an item (key: item_id); deduplicated by content hash."""
+
+    item_id: Id
+    content_hash: str
+    item: CatalogItem
+    requested_at: AwareDatetime
+
+
+class ReasoningStep(BaseModel):
+    """One step of an item's reasoning chain: structured fields plus a short rationale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    fields: dict[str, AttributeValue]
+    rationale: str
+
+
+class KnowledgeResult(Contract):
+    """An item's distilled knowledge (compacted knowledge topic, key: item_id)."""
+
+    item_id: Id
+    content_hash: str
+    steps: list[ReasoningStep]
+    backend: str
+    model: str
+    created_at: AwareDatetime
+
+
+class InterestRequest(Contract):
+    """Ask the diffusion model for a user's beyond-log interests (key: user_id)."""
+
+    user_id: Id
+    history_version: int = Field(ge=0)
+    item_ids: list[str]
+    requested_at: AwareDatetime
+
+
+class InferredItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class InterestResult(Contract):
+    """A user's inferred beyond-log interests (compacted interests topic, key: user_id)."""
+
+    user_id: Id
+    history_version: int = Field(ge=0)
+    interests: list[InferredItem]
+    model_version: str
+    created_at: AwareDatetime
+
+
+class ByItem(Contract):
+    """Internal hop keyed by item: a catalog item or an interaction, in one ordered stream per item.
+
+    Routing both through one item-partitioned topic serialises an item's upserts and the joins of its
+    interactions in one agent, whatever partitioner the original producers used.
+    """
+
+    item: CatalogItem | None = None
+    interaction: Interaction | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ByItem:
+        if (self.item is None) == (self.interaction is None):
+            raise ValueError("exactly one of item or interaction must be set")
+        return self
+
+
+class ByUser(Contract):
+    """Internal hop keyed by user: an interaction whose item is known."""
+
+    interaction: Interaction
+
+
+class ControlRecord(Contract):
+    """Operator state on the control topic (key: name), e.g. which state generation serves."""
+
+    name: Literal["generation"]
+    generation: int = Field(ge=1)
+    from_timestamp_ms: int | None = None
+    updated_at: AwareDatetime
+
+
+class DeadLetterReason(str, Enum):
+    OVERSIZE = "oversize"
+    MALFORMED_JSON = "malformed-json"
+    UNKNOWN_SCHEMA_VERSION = "unknown-schema-version"
+    INVALID = "invalid"  # wrong types, missing or unknown fields, constraint violations
+    PROCESSING = "processing"  # valid record that an agent failed on

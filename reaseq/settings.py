@@ -1,0 +1,57 @@
+"""The one typed settings object, read from the environment.
+
+Defaults run the embedded setup: a tansu broker started by ``infra`` on a free loopback port,
+state under ``.state/``. Set ``KAFKA_BOOTSTRAP`` to point every component at an external Apache Kafka.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the system; environment variables are ``REASEQ_<FIELD>`` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="REASEQ_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "REASEQ_KAFKA_BOOTSTRAP"),
+        description="host:port list of an external Kafka; unset means the embedded broker.",
+    )
+    topic_prefix: str = Field(default="reaseq.", description="Namespace for every topic.")
+    app_id: str = Field(default="reaseq", description="Faust application id and consumer group stem.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of every keyed topic (co-partitioned).")
+    replication_factor: int = Field(default=1, ge=1)
+    source_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, description="Retention of items/events.")
+    dead_letter_retention_ms: int = Field(default=30 * 24 * 3600 * 1000)
+    state_dir: Path = Field(default=Path(".state"), description="Local RocksDB stores and run files.")
+    max_message_bytes: int = Field(default=256 * 1024, description="Larger payloads are dead-lettered.")
+    history_length: int = Field(default=50, ge=1, description="Recent interactions kept per user.")
+    dedup_window: int = Field(default=512, ge=1, description="Recent event ids remembered per user.")
+    interest_debounce_s: float = Field(default=2.0, ge=0.0, description="Quiet time per user before an interest request.")
+    rebalance_timeout_s: float = Field(
+        default=5.0, gt=0, description="Consumer-group rebalance timeout; a join waits this long on the embedded broker."
+    )
+    session_timeout_s: float = Field(default=10.0, gt=0, description="A dead worker's partitions move after this.")
+    worker_web_port: int | None = Field(default=None, description="Faust web/metrics port; unset disables it.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    def topic(self, name: str) -> str:
+        """Full name of one of the project's topics."""
+        return f"{self.topic_prefix}{name}"
+
+    def app_name(self, generation: int) -> str:
+        """Faust app id of one state generation; a replay builds the next generation beside the live one."""
+        return f"{self.app_id}-g{generation}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The Faust stream app: topics, agents and RocksDB tables."""

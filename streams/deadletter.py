@@ -1,0 +1,41 @@
+"""Dead-lettering inside agents: a bad record never stops an agent.
+
+``guarded`` turns every failure of one record into exactly one dead-letter record and moves on, so
+the count of inputs always equals what reached state plus what reached the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from faust.types import EventT
+
+from reaseq.contracts import DeadLetterReason
+from reaseq.deadletters import DeadLetter
+from reaseq.wire import ContractError
+from streams.app import StreamApp
+
+log = logging.getLogger(__name__)
+
+
+async def dead_letter(sa: StreamApp, event: EventT, agent: str, reason: DeadLetterReason, detail: str) -> None:
+    """Publish the event's original record to the dead-letter topic with why and where it came from."""
+    message = event.message
+    record = DeadLetter(reason, detail, message.topic, message.partition, message.offset, agent, message.key, message.value)
+    log.warning(
+        "dead-lettered record",
+        extra={"agent": agent, "reason": reason.value, "topic": message.topic, "offset": message.offset},
+    )
+    await sa.topics.dead_letters.send(key=message.key, value=message.value, headers=record.headers())
+
+
+async def guarded(sa: StreamApp, event: EventT, agent: str, handle: Callable[[bytes | None], Awaitable[None]]) -> None:
+    """Run ``handle`` on one record; any failure becomes a dead letter instead of a crashed agent."""
+    try:
+        await handle(event.value)
+    except ContractError as exc:
+        await dead_letter(sa, event, agent, exc.reason, exc.detail)
+    except Exception as exc:  # a bug or an unforeseen input must not stall the partition
+        log.exception("record failed in agent", extra={"agent": agent})
+        await dead_letter(sa, event, agent, DeadLetterReason.PROCESSING, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,55 @@
+"""Histories agent: each user's recent interactions, a user feature update per change, debounced interest requests."""
+
+from __future__ import annotations
+
+import time
+
+from reaseq.contracts import ByUser, InterestRequest, UserFeatureUpdate, utcnow
+from reaseq.wire import decode, encode
+from streams.app import StreamApp
+from streams.debounce import Debouncer
+from streams.deadletter import guarded
+from streams.state import UserState
+
+
+def register(sa: StreamApp) -> None:
+    histories = sa.tables.histories
+    topics = sa.topics
+    settings = sa.settings
+    debouncer = Debouncer(settings.interest_debounce_s)
+
+    async def request_interests(user_id: str, state: UserState) -> None:
+        request = InterestRequest(
+            user_id=user_id,
+            history_version=state.version,
+            item_ids=[entry.item_id for entry in state.history],
+            requested_at=utcnow(),
+        )
+        await topics.interest_requests.send(key=user_id.encode(), value=encode(request))
+
+    async def handle(raw: bytes | None) -> None:
+        interaction = decode(ByUser, raw, settings.max_message_bytes).interaction
+        user_id = interaction.user_id
+        stored = histories.get(user_id)
+        state = UserState.model_validate_json(stored) if stored else UserState()
+        if not state.apply(interaction, settings.history_length, settings.dedup_window):
+            return  # redelivered or replayed: already in the history
+        update = UserFeatureUpdate(user_id=user_id, version=state.version, history=state.history, as_of=state.history[-1].event_time)
+        await topics.user_features.send(key=user_id.encode(), value=encode(update))
+        if debouncer.offer(user_id, time.monotonic()):
+            await request_interests(user_id, state)
+        histories[user_id] = state.model_dump_json().encode()
+
+    @sa.app.agent(topics.by_user, name="histories")
+    async def histories_agent(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            await guarded(sa, event, "histories", handle)
+
+    @sa.app.timer(interval=max(settings.interest_debounce_s / 4, 0.05))
+    async def flush_interest_requests() -> None:
+        now = time.monotonic()
+        for user_id in debouncer.pop_due(now):
+            stored = histories.get(user_id)
+            if stored:  # absent if the partition moved to another worker meanwhile
+                await request_interests(user_id, UserState.model_validate_json(stored))
+        debouncer.forget_older_than(now)

@@ -1,0 +1,25 @@
+"""Runs one Faust stream worker of a state generation."""
+
+from __future__ import annotations
+
+import faust
+
+from infra.provision import provision
+from reaseq.logs import configure
+from reaseq.settings import Settings
+from streams.app import build_app
+
+
+def run_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> None:
+    """Provision topics (idempotent) and run a worker until it is signalled to stop."""
+    configure(settings.log_level)
+    provision(settings, bootstrap, generation)
+    stream_app = build_app(settings, bootstrap, generation, name)
+    worker = faust.Worker(
+        stream_app.app,
+        loglevel=settings.log_level.lower().replace("warning", "warn"),
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()

@@ -1,0 +1,1 @@
+"""Asynchronous LLM enrichment and diffusion inference, fed by the stream."""
