@@ -1,0 +1,101 @@
+"""Replay: rebuild every state store from the source topics into a new state generation.
+
+The new generation has its own consumer group, internal topics, changelogs and RocksDB folders, so the
+serving generation keeps running untouched. Once the new one has caught up, the control topic names it
+as serving and the old generation's local workers are stopped. Its topics are kept for a rollback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from infra.control import active_generation, write_generation
+from infra.offsets import group_lag, offsets_consumer, partitions_of
+from infra.provision import generation_topics, provision
+from infra.stack import WorkerProcess, load_run_state, save_run_state, spawn_worker, stop_process
+from reaseq.settings import Settings
+from reaseq.topics import BY_ITEM, BY_USER, EVENTS, ITEMS, topic_name
+from streams.app import worker_datadir
+
+
+def _discard_generation(settings: Settings, bootstrap: str, generation: int) -> None:
+    """Remove what an aborted earlier replay into ``generation`` left behind."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    stale = [t for t in generation_topics(settings, generation) if t in existing]
+    if stale:
+        for future in admin.delete_topics(stale, operation_timeout=15).values():
+            future.result()
+    shutil.rmtree(worker_datadir(settings, generation, "x").parent, ignore_errors=True)
+
+
+def _start_from(settings: Settings, bootstrap: str, group: str, when: datetime) -> None:
+    """Commit the source-topic offsets of ``when`` for the new group, so its workers start there."""
+    sources = [topic_name(settings, spec) for spec in (ITEMS, EVENTS)]
+    consumer = offsets_consumer(bootstrap)
+    try:
+        stamp = int(when.timestamp() * 1000)
+        wanted = [TopicPartition(t, p, stamp) for t, p in partitions_of(consumer, sources)]
+        found = consumer.offsets_for_times(wanted, timeout=10)
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in wanted}
+    finally:
+        consumer.close()
+    # No record at or after the time: start at the end of that partition.
+    offsets = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)]) for tp in found]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)]).values():
+        future.result()
+
+
+def wait_caught_up(
+    settings: Settings, bootstrap: str, generation: int, console: Console, timeout_s: float = 3600.0
+) -> None:
+    """Show the new generation's progress until nothing is left to process on any of its inputs."""
+    group = settings.app_name(generation)
+    inputs = [topic_name(settings, spec, generation) for spec in (ITEMS, EVENTS, BY_ITEM, BY_USER)]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    deadline = time.monotonic() + timeout_s
+    settled = 0
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"rebuilding generation {generation}", total=None)
+        peak = 0
+        while settled < 2:  # two clean reads in a row: committed offsets trail processing by a commit interval
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"generation {generation} did not catch up within {timeout_s:.0f}s")
+            remaining = sum(group_lag(bootstrap, group, inputs).values())
+            peak = max(peak, remaining)
+            progress.update(task, total=peak, completed=peak - remaining)
+            settled = settled + 1 if remaining == 0 else 0
+            time.sleep(1.0)
+
+
+def run_replay(settings: Settings, bootstrap: str, from_time: datetime | None, workers: int, console: Console) -> int:
+    """Build the next generation, wait until it caught up, switch serving to it; returns its number."""
+    current = active_generation(settings, bootstrap)
+    generation = current + 1
+    _discard_generation(settings, bootstrap, generation)
+    provision(settings, bootstrap, generation)
+    if from_time is not None:
+        _start_from(settings, bootstrap, settings.app_name(generation), from_time)
+    started = [WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)]
+    try:
+        wait_caught_up(settings, bootstrap, generation, console)
+    except BaseException:
+        for worker in started:
+            stop_process(worker.pid)
+        raise
+    write_generation(settings, bootstrap, generation, int(from_time.timestamp() * 1000) if from_time else None)
+    state = load_run_state(settings)
+    if state is not None:
+        for old in [w for w in state.workers if w.generation != generation]:
+            stop_process(old.pid)
+        state.workers = [w for w in state.workers if w.generation == generation] + started
+        save_run_state(settings, state)
+    return generation
