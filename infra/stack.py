@@ -80,13 +80,11 @@ def resolve_bootstrap(settings: Settings) -> str:
 
 
 def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
-    """Environment of a child process: the parent's, plus the settings it must share."""
+    """Environment of a child process: the parent's, plus every setting, so the child sees the same Settings."""
     env = dict(os.environ)
+    for name, value in settings.model_dump(exclude={"kafka_bootstrap"}, exclude_none=True).items():
+        env[f"REASEQ_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
     env["KAFKA_BOOTSTRAP"] = bootstrap
-    env["REASEQ_STATE_DIR"] = str(settings.state_dir.resolve())
-    env["REASEQ_TOPIC_PREFIX"] = settings.topic_prefix
-    env["REASEQ_APP_ID"] = settings.app_id
-    env["REASEQ_PARTITIONS"] = str(settings.partitions)
     return env
 
 

@@ -61,8 +61,13 @@ def worker_datadir(settings: Settings, generation: int, worker_name: str) -> Pat
     return settings.state_dir / "workers" / f"g{generation}" / worker_name
 
 
-def build_app(settings: Settings, bootstrap: str, generation: int, worker_name: str = "w0") -> StreamApp:
-    """The stream app of ``generation`` with every agent registered, not yet started."""
+def build_app(
+    settings: Settings, bootstrap: str, generation: int, worker_name: str = "w0", single_record_batches: bool = False
+) -> StreamApp:
+    """The stream app of ``generation`` with every agent registered, not yet started.
+
+    ``single_record_batches`` works around the embedded broker's watermark (see infra.broker).
+    """
     from streams import catalog, histories, ingest  # agent modules register on the app they are given
 
     datadir = worker_datadir(settings, generation, worker_name)
@@ -87,6 +92,7 @@ def build_app(settings: Settings, bootstrap: str, generation: int, worker_name: 
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=1.0,
         producer_linger_ms=1,
+        producer_max_batch_size=1 if single_record_batches else 16384,
         stream_wait_empty=False,
         table_cleanup_interval=3600.0,
     )

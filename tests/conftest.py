@@ -1,0 +1,56 @@
+"""Shared fixtures: one embedded broker per session, isolated topics and state per test."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.broker import EmbeddedBroker
+from infra.provision import provision
+from infra.stack import spawn_worker, stop_process
+from reaseq.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings of an isolated deployment: own topic prefix, app id (consumer groups) and state folder."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{tag}.",
+        app_id=f"reaseq-{tag}",
+        state_dir=tmp_path / "state",
+        interest_debounce_s=0.5,
+        log_level="INFO",
+    )
+
+
+Spawn = Callable[[str], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def workers(settings: Settings) -> Iterator[Spawn]:
+    """Start stream worker processes of generation 1 by name; all are stopped at the end of the test."""
+    assert settings.kafka_bootstrap
+    provision(settings, settings.kafka_bootstrap, 1)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(name: str) -> subprocess.Popen[bytes]:
+        assert settings.kafka_bootstrap
+        process = spawn_worker(settings, settings.kafka_bootstrap, 1, name)
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        stop_process(process.pid, timeout_s=15)

@@ -1,0 +1,72 @@
+"""Helpers for integration tests: read topics back, wait for conditions, publish records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from reaseq.contracts import Contract
+from reaseq.publish import producer
+from reaseq.wire import encode
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int
+    offset: int
+
+
+class TopicReader:
+    """Reads every partition of a topic from the beginning, without a consumer group."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "tests", "enable.auto.commit": False, "log_level": 0}
+        )
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        self.records: list[Record] = []
+
+    def poll(self, seconds: float = 0.2) -> list[Record]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = self.consumer.poll(0.05)
+            if message is None:
+                continue
+            if message.error() is not None:
+                assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                continue
+            self.records.append(Record(message.key(), message.value(), list(message.headers() or []), message.partition(), message.offset()))
+        return self.records
+
+    def wait_for(self, condition: Callable[[list[Record]], bool], timeout_s: float = 60.0) -> list[Record]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition(self.poll()):
+                return self.records
+        raise AssertionError(f"condition not met within {timeout_s}s; {len(self.records)} records seen")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def latest_by_key(records: Iterable[Record]) -> dict[bytes, bytes]:
+    """What a compacted topic converges to."""
+    return {r.key: r.value for r in records if r.key is not None and r.value is not None}
+
+
+def send(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    out = producer(bootstrap)
+    for key, value in records:
+        out.produce(topic, key=key, value=value)
+    assert out.flush(30) == 0
+
+
+def send_contracts(bootstrap: str, topic: str, messages: Iterable[Contract], key: Callable[[Contract], str]) -> None:
+    send(bootstrap, topic, ((key(m).encode(), encode(m)) for m in messages))
