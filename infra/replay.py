@@ -37,8 +37,12 @@ def _discard_generation(settings: Settings, bootstrap: str, generation: int) -> 
 
 
 def _start_from(settings: Settings, bootstrap: str, group: str, when: datetime) -> None:
-    """Commit the source-topic offsets of ``when`` for the new group, so its workers start there."""
-    sources = [topic_name(settings, spec) for spec in (ITEMS, EVENTS)]
+    """Commit the events offsets of ``when`` for the new group, so its workers start there.
+
+    Only interactions are cut at the time: the catalog is always rebuilt whole, since every interaction
+    needs its item.
+    """
+    sources = [topic_name(settings, EVENTS)]
     consumer = offsets_consumer(bootstrap)
     try:
         stamp = int(when.timestamp() * 1000)

@@ -104,7 +104,7 @@ def status() -> None:
 @app.command()
 def replay(
     from_time: Annotated[
-        datetime | None, typer.Option("--from", help="Rebuild from this time (ISO 8601) instead of the beginning.")
+        datetime | None, typer.Option("--from", help="Rebuild histories from interactions published since this time (ISO 8601); the catalog is always whole.")
     ] = None,
     workers: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:

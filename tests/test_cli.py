@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections import Counter
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from reaseq.contracts import UserFeatureUpdate
@@ -51,6 +54,20 @@ def test_up_publish_status_replay_down(tmp_path: Path) -> None:
         assert latest_by_key(reader.poll(2.0)) == before
         run_state = json.loads((tmp_path / "state" / "run" / "stack.json").read_text())
         assert [w["generation"] for w in run_state["workers"]] == [2]
+
+        # Interactions published after a point in time: a replay from then keeps only those in the histories.
+        time.sleep(1.5)
+        cut = datetime.now(timezone.utc)
+        time.sleep(1.5)
+        late = generate(n_items=20, n_users=10, n_events=30, seed=4, start=datetime(2027, 1, 1, tzinfo=timezone.utc))
+        events.write_bytes(b"\n".join(encode(i) for i in late.interactions) + b"\n")
+        reaseq(env, "publish", "events", str(events))
+        reader.wait_for(lambda rs: versions(rs) == 230)
+        assert "generation 3 caught up" in reaseq(env, "replay", "--from", cut.isoformat())
+        expected = Counter(i.user_id.encode() for i in late.interactions)
+        latest_versions = lambda rs: {k: UserFeatureUpdate.model_validate_json(v).version for k, v in latest_by_key(rs).items()}  # noqa: E731
+        # Histories of generation 3 hold only the interactions published after the cut.
+        reader.wait_for(lambda rs: {k: latest_versions(rs)[k] for k in expected} == dict(expected))
     finally:
         reaseq(env, "down")
     assert not (tmp_path / "state" / "run" / "stack.json").exists()
