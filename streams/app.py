@@ -62,11 +62,11 @@ def worker_datadir(settings: Settings, generation: int, worker_name: str) -> Pat
 
 
 def build_app(
-    settings: Settings, bootstrap: str, generation: int, worker_name: str = "w0", single_record_batches: bool = False
+    settings: Settings, bootstrap: str, generation: int, worker_name: str = "w0", embedded_broker: bool = False
 ) -> StreamApp:
     """The stream app of ``generation`` with every agent registered, not yet started.
 
-    ``single_record_batches`` works around the embedded broker's watermark (see infra.broker).
+    ``embedded_broker`` selects the transport that corrects tansu's high watermarks (streams.tansu_transport).
     """
     from streams import catalog, histories, ingest  # agent modules register on the app they are given
 
@@ -74,7 +74,7 @@ def build_app(
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_name(generation),
-        broker=f"kafka://{bootstrap}",
+        broker=f"{'tansu' if embedded_broker else 'kafka'}://{bootstrap}",
         store="rocksdb://",
         datadir=str(datadir),
         topic_partitions=settings.partitions,
@@ -92,7 +92,6 @@ def build_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=1.0,
         producer_linger_ms=1,
-        producer_max_batch_size=1 if single_record_batches else 16384,
         stream_wait_empty=False,
         table_cleanup_interval=3600.0,
     )

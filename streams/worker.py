@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from infra.broker import needs_single_record_batches
+from infra.broker import is_tansu
 from infra.provision import provision
 from reaseq.logs import configure
 from reaseq.settings import Settings
@@ -15,7 +15,7 @@ def run_worker(settings: Settings, bootstrap: str, generation: int, name: str) -
     """Provision topics (idempotent) and run a worker until it is signalled to stop."""
     configure(settings.log_level)
     provision(settings, bootstrap, generation)
-    stream_app = build_app(settings, bootstrap, generation, name, needs_single_record_batches(bootstrap))
+    stream_app = build_app(settings, bootstrap, generation, name, is_tansu(bootstrap))
     worker = faust.Worker(
         stream_app.app,
         loglevel=settings.log_level.lower().replace("warning", "warn"),
