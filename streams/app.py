@@ -91,7 +91,7 @@ def build_app(
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=1.0,
-        producer_linger_ms=1,
+        producer_linger_ms=settings.producer_linger_ms,
         stream_wait_empty=False,
         table_cleanup_interval=3600.0,
     )
