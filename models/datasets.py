@@ -1,0 +1,267 @@
+"""Interaction sequences for offline training and evaluation, and the leave-one-out split.
+
+Three sources give the same ``SequenceData``: the S3-Rec/TIGER text files (Beauty, Sports), the LC-Rec
+JSON files (Scientific, with item text) and the project's own ``items``/``events`` topics.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from reaseq.contracts import CatalogItem, Interaction
+from reaseq.settings import Settings
+from reaseq.topics import EVENTS, ITEMS, topic_name
+from reaseq.wire import ContractError, decode
+
+MAX_TEXT_CHARS = 512
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    """Users' item sequences over a dense item index."""
+
+    item_ids: list[str]  # index -> external item id
+    sequences: dict[str, list[int]]  # user -> item indices, oldest first
+    item_text: dict[int, str] | None  # index -> text; None when the source has no text at all
+    name: str
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_interactions(self) -> int:
+        return sum(len(items) for items in self.sequences.values())
+
+
+def _clean(text: str) -> str:
+    return _SPACE.sub(" ", _TAG.sub(" ", html.unescape(text))).strip()
+
+
+def build_item_text(
+    title: str,
+    description: str = "",
+    brand: str | None = None,
+    categories: Sequence[str] = (),
+    max_chars: int = MAX_TEXT_CHARS,
+) -> str:
+    """One compact line per item; the description goes last because it is what the cap cuts."""
+    brand_name = _clean(brand or "")
+    names = [name for name in map(_clean, categories) if name]
+    parts = [
+        _clean(title),
+        f"brand: {brand_name}" if brand_name else "",
+        f"categories: {' > '.join(names)}" if names else "",
+        _clean(description),
+    ]
+    text = "; ".join(part for part in parts if part)
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    # Cut at a word boundary unless that would lose most of the budget (one very long token).
+    space = cut.rfind(" ")
+    return (cut[:space] if space > max_chars // 2 else cut).rstrip(" ;,")
+
+
+def load_s3rec(path: Path, name: str | None = None) -> SequenceData:
+    """An S3-Rec file (``user_id item_id ...`` per line, 1-based ids, time order).
+
+    Item index = id - 1, the keying of the published ``*.rqvae-index.json``; ``item_ids[i] == str(i + 1)``.
+    """
+    sequences: dict[str, list[int]] = {}
+    largest = 0
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        ids = [int(field) for field in fields[1:]]
+        if any(item_id < 1 for item_id in ids):
+            raise ValueError(f"{path}: item ids are 1-based, got {min(ids)} for user {fields[0]}")
+        if ids:
+            sequences[fields[0]] = [item_id - 1 for item_id in ids]
+            largest = max(largest, *ids)
+    return SequenceData([str(i + 1) for i in range(largest)], sequences, None, name or path.stem)
+
+
+def load_lcrec(inter_path: Path, item_path: Path | None = None, name: str | None = None) -> SequenceData:
+    """LC-Rec files: ``{user: [item_idx, ...]}`` (0-based, time order) and optional item metadata.
+
+    Metadata categories are one comma-separated string. Items without metadata have no ``item_text`` entry.
+    """
+    raw_sequences: dict[str, list[int]] = orjson.loads(inter_path.read_bytes())
+    sequences = {user: [int(i) for i in items] for user, items in raw_sequences.items() if items}
+    metadata: dict[str, dict[str, str]] = orjson.loads(item_path.read_bytes()) if item_path else {}
+    indices = [i for items in sequences.values() for i in items] + [int(k) for k in metadata]
+    if indices and min(indices) < 0:
+        raise ValueError(f"{inter_path}: item indices are 0-based, got {min(indices)}")
+    count = max(indices, default=-1) + 1
+    item_text = None
+    if item_path is not None:
+        item_text = {
+            int(index): build_item_text(
+                meta.get("title") or "",
+                meta.get("description") or "",
+                meta.get("brand"),
+                (meta.get("categories") or "").split(","),
+            )
+            for index, meta in metadata.items()
+        }
+    stem = inter_path.name.removesuffix(".inter.json")
+    return SequenceData([str(i) for i in range(count)], sequences, item_text, name or stem)
+
+
+def load_dataset(path: Path) -> SequenceData:
+    """Load a folder (``*.inter.json`` [+ ``*.item.json``], or one S3-Rec ``*.txt``) or one such file."""
+    if path.is_dir():
+        inters = sorted(path.glob("*.inter.json"))
+        texts = sorted(path.glob("*.txt"))
+        candidates = inters or texts
+        if len(candidates) != 1:
+            found = [p.name for p in inters + texts]
+            raise ValueError(f"{path}: expected one *.inter.json or one *.txt sequence file, found {found}")
+        path = candidates[0]
+    if path.name.endswith(".inter.json"):
+        item_path = path.with_name(path.name.removesuffix(".inter.json") + ".item.json")
+        return load_lcrec(path, item_path if item_path.exists() else None)
+    if path.suffix == ".txt":
+        return load_s3rec(path)
+    raise ValueError(f"{path}: not a known sequence format (*.inter.json or S3-Rec *.txt)")
+
+
+def _read_topics(bootstrap: str, topics: Sequence[str], timeout_s: float) -> dict[str, list[bytes | None]]:
+    """Every record value of ``topics`` in partition order, read to the end without a consumer group."""
+    # librdkafka wants a group.id even for assign(); nothing joins or commits with it.
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "reaseq-datasets",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log_level": 0,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s).topics
+        missing = [t for t in topics if t not in metadata or metadata[t].error is not None]
+        if missing:
+            raise ValueError(f"topics not found: {missing}")
+        assigned = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in sorted(metadata[t].partitions)]
+        consumer.assign(assigned)
+        pending = {(tp.topic, tp.partition) for tp in assigned}
+        values: dict[str, list[bytes | None]] = {t: [] for t in topics}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions not read to the end within {timeout_s}s: {sorted(pending)}")
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {message.topic()}: {error}")
+                pending.discard((message.topic(), message.partition()))
+                continue
+            values[message.topic()].append(message.value())
+        return values
+    finally:
+        consumer.close()
+
+
+def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0) -> SequenceData:
+    """Sequences from the ``items`` and ``events`` topics, read from the beginning.
+
+    Records that fail their contract are skipped (the stream dead-letters them). Interactions of every
+    kind count, deduplicated by ``event_id`` (first seen wins) and ordered by event time per user.
+    Items are those in either topic, indexed in sorted id order; text comes from an item's latest
+    version (same rule as the catalog agent: a version with an older event time does not replace it);
+    items only seen in events have no ``item_text`` entry.
+    """
+    items_topic, events_topic = topic_name(settings, ITEMS), topic_name(settings, EVENTS)
+    raw = _read_topics(bootstrap, [items_topic, events_topic], timeout_s)
+    latest: dict[str, CatalogItem] = {}
+    for value in raw[items_topic]:
+        try:
+            item = decode(CatalogItem, value, settings.max_message_bytes)
+        except ContractError:
+            continue
+        current = latest.get(item.item_id)
+        if current is None or item.event_time >= current.event_time:
+            latest[item.item_id] = item
+    seen: set[str] = set()
+    by_user: dict[str, list[tuple[datetime, str]]] = {}
+    for value in raw[events_topic]:
+        try:
+            event = decode(Interaction, value, settings.max_message_bytes)
+        except ContractError:
+            continue
+        assert event.event_id is not None  # derived by the contract when the producer sent none
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        by_user.setdefault(event.user_id, []).append((event.event_time, event.item_id))
+    item_ids = sorted(set(latest) | {item_id for events in by_user.values() for _, item_id in events})
+    index = {item_id: i for i, item_id in enumerate(item_ids)}
+    # A user's events share a partition, so the stable sort keeps offset order among equal event times.
+    sequences = {
+        user: [index[item_id] for _, item_id in sorted(by_user[user], key=lambda event: event[0])]
+        for user in sorted(by_user)
+    }
+    item_text = {
+        index[item_id]: build_item_text(item.title, item.description, item.brand, item.categories)
+        for item_id, item in latest.items()
+    }
+    return SequenceData(item_ids, sequences, item_text, settings.topic_prefix.rstrip("."))
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Next-item examples: for each, the user, the preceding items (oldest first) and the target."""
+
+    users: list[str]
+    histories: list[list[int]]
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Examples
+    valid: Examples
+    test: Examples
+    num_items: int
+
+
+def leave_one_out(data: SequenceData, max_history: int = 20) -> Split:
+    """The TIGER/S3-Rec protocol: per user, the last item is the test target, the second last the validation target.
+
+    Users with fewer than 3 interactions are dropped (they cannot give a training item, a validation and a
+    test target). Training examples are every prefix of the remaining items with at least one item of
+    history. Histories keep the ``max_history`` most recent items before the target; the test history
+    includes the validation item.
+    """
+    if max_history < 1:
+        raise ValueError("max_history must be at least 1")
+    train, valid, test = Examples([], [], []), Examples([], [], []), Examples([], [], [])
+    for user, sequence in data.sequences.items():
+        if len(sequence) < 3:
+            continue
+        for target_at in range(1, len(sequence)):
+            part = test if target_at == len(sequence) - 1 else valid if target_at == len(sequence) - 2 else train
+            part.users.append(user)
+            part.histories.append(sequence[max(0, target_at - max_history) : target_at])
+            part.targets.append(sequence[target_at])
+    return Split(train, valid, test, data.num_items)
