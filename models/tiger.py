@@ -1,0 +1,401 @@
+"""TIGER: generative retrieval over semantic IDs (Rajput et al. 2023, "Recommender Systems with Generative Retrieval").
+
+A T5 encoder reads a user token and the semantic IDs of the user's recent items; the decoder generates the next
+item's semantic ID, one code per level. Beam search is constrained by a prefix trie of the catalog's code
+sequences, so every generated sequence is a real item.
+
+Inference (``recommend`` and ``score``) runs its own decoder pass over the T5 weights instead of
+``generate``/``forward``: the decoder states of all beams (or all candidates) of one user attend to that user's
+cross-attention keys and values, projected once per user, where the stock path projects the encoder output
+again for every beam or candidate. Training uses the stock T5 forward, and a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_model, save_model
+from transformers import T5Config, T5ForConditionalGeneration
+
+from models.trie import CodeTrie
+
+PAD = 0  # also the decoder start token, as in T5
+EOS = 1
+NUM_SPECIAL = 2
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SemanticIdTokenizer:
+    """Token vocabulary: [pad, eos] + one block per code level + ``num_user_buckets`` user tokens.
+
+    Code ``c`` of level ``l`` is token ``offsets[l] + c``. Users are hashed with blake2b (stable across processes
+    and machines, unlike ``hash``) into the user buckets, as in TIGER.
+    """
+
+    def __init__(
+        self,
+        item_codes: Mapping[int, Sequence[int]],
+        codes_per_level: Sequence[int],
+        num_user_buckets: int = 2000,
+    ) -> None:
+        self.item_codes = {int(item): tuple(int(c) for c in codes) for item, codes in item_codes.items()}
+        self.codes_per_level = list(codes_per_level)
+        self.num_user_buckets = num_user_buckets
+        self.trie = CodeTrie(self.item_codes, self.codes_per_level)  # also validates the table
+        self.offsets = [NUM_SPECIAL + sum(self.codes_per_level[:level]) for level in range(self.num_levels)]
+        self.user_offset = NUM_SPECIAL + sum(self.codes_per_level)
+        self.vocab_size = self.user_offset + num_user_buckets
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codes_per_level)
+
+    def user_token(self, user: str) -> int:
+        digest = hashlib.blake2b(user.encode(), digest_size=8).digest()
+        return self.user_offset + int.from_bytes(digest, "big") % self.num_user_buckets
+
+    def encode_target(self, item: int) -> list[int]:
+        """The item's L code tokens. No eos: every semantic ID has length L and decoding stops after L codes."""
+        return [offset + code for offset, code in zip(self.offsets, self.item_codes[item], strict=True)]
+
+    def encode_history(self, user: str, history: Sequence[int]) -> list[int]:
+        """[user] + the codes of each history item (most recent last) + [eos].
+
+        Items without a semantic ID (e.g. published after the table was built) are skipped, so serving never
+        fails on a new item; truncating to the most recent items is the caller's choice.
+        """
+        tokens = [self.user_token(user)]
+        for item in history:
+            if item in self.item_codes:
+                tokens.extend(self.encode_target(item))
+        tokens.append(EOS)
+        return tokens
+
+    def decode(self, tokens: Sequence[int]) -> int | None:
+        """The item whose code tokens are ``tokens`` (trailing eos/pad ignored), or None if there is none."""
+        tokens = list(tokens)
+        while tokens and tokens[-1] in (PAD, EOS):
+            tokens.pop()
+        if len(tokens) != self.num_levels:
+            return None
+        codes = [token - offset for token, offset in zip(tokens, self.offsets, strict=True)]
+        if any(not 0 <= code < width for code, width in zip(codes, self.codes_per_level, strict=True)):
+            return None
+        return self.trie.lookup(codes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "codes_per_level": self.codes_per_level,
+            "num_user_buckets": self.num_user_buckets,
+            "item_codes": [[item, *codes] for item, codes in sorted(self.item_codes.items())],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SemanticIdTokenizer:
+        item_codes = {row[0]: row[1:] for row in data["item_codes"]}
+        return cls(item_codes, data["codes_per_level"], data["num_user_buckets"])
+
+
+class TigerConfig(BaseModel):
+    """Model size of the paper (4+4 layers, 6 heads of 64, MLP 1024, width 128, dropout 0.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    d_model: int = 128
+    d_kv: int = 64
+    num_heads: int = 6
+    d_ff: int = 1024
+    num_encoder_layers: int = 4
+    num_decoder_layers: int = 4
+    dropout: float = 0.1
+    max_history: int = 20  # most recent items fed to the encoder
+    seed: int = 0  # weight initialisation
+
+
+@dataclass(frozen=True)
+class TigerBatch:
+    """Right-padded encoder inputs and, for training, the target code tokens."""
+
+    input_ids: torch.Tensor  # [B, S]
+    attention_mask: torch.Tensor  # [B, S]
+    labels: torch.Tensor | None = None  # [B, L]
+
+    def to(self, device: torch.device | str) -> TigerBatch:
+        labels = None if self.labels is None else self.labels.to(device)
+        return TigerBatch(self.input_ids.to(device), self.attention_mask.to(device), labels)
+
+
+def collate(
+    tokenizer: SemanticIdTokenizer,
+    users: Sequence[str],
+    histories: Sequence[Sequence[int]],
+    targets: Sequence[int] | None = None,
+    max_history: int = 20,
+) -> TigerBatch:
+    """Tokenize and pad examples (the last ``max_history`` items of each history) into a batch."""
+    encoded = [
+        tokenizer.encode_history(user, list(history)[-max_history:])
+        for user, history in zip(users, histories, strict=True)
+    ]
+    width = max(len(tokens) for tokens in encoded)
+    input_ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, tokens in enumerate(encoded):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens)
+        attention_mask[row, : len(tokens)] = 1
+    labels = None
+    if targets is not None:
+        labels = torch.tensor([tokenizer.encode_target(item) for item in targets], dtype=torch.long)
+    return TigerBatch(input_ids, attention_mask, labels)
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """Per decoder layer, the cross-attention keys and values [B, h, S, d_kv]; the padding mask [B, 1, 1, S]."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+
+
+class TigerRanker(torch.nn.Module):
+    """T5 encoder-decoder over semantic-ID tokens: training loss, constrained beam-search retrieval, scoring."""
+
+    def __init__(
+        self,
+        tokenizer: SemanticIdTokenizer,
+        config: TigerConfig | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.config = config or TigerConfig()
+        t5_config = T5Config(
+            vocab_size=tokenizer.vocab_size,
+            d_model=self.config.d_model,
+            d_kv=self.config.d_kv,
+            d_ff=self.config.d_ff,
+            num_layers=self.config.num_encoder_layers,
+            num_decoder_layers=self.config.num_decoder_layers,
+            num_heads=self.config.num_heads,
+            dropout_rate=self.config.dropout,
+            feed_forward_proj="relu",
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            decoder_start_token_id=PAD,
+            # untied: the vocabulary is tiny, and T5's tied head rescales its input, one more thing to mirror
+            tie_word_embeddings=False,
+            use_cache=False,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.model = T5ForConditionalGeneration(t5_config)
+        for level, table in enumerate(tokenizer.trie.tables):
+            # derived from the tokenizer, so not saved with the weights
+            self.register_buffer(f"trie_level_{level}", table, persistent=False)
+        self.to(device or default_device())
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    def batch(
+        self, users: Sequence[str], histories: Sequence[Sequence[int]], targets: Sequence[int] | None = None
+    ) -> TigerBatch:
+        """``collate`` with this model's history length, on this model's device."""
+        return collate(self.tokenizer, users, histories, targets, self.config.max_history).to(self.device)
+
+    def loss(self, batch: TigerBatch) -> torch.Tensor:
+        """Mean cross-entropy of the target codes under teacher forcing."""
+        if batch.labels is None:
+            raise ValueError("the batch has no targets")
+        batch = batch.to(self.device)
+        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+
+    @torch.inference_mode()
+    def recommend(
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        k: int = 10,
+        beam_size: int = 20,
+        exclude_history: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items per user by trie-constrained beam search, best first.
+
+        Returns item indices [B, k] (-1 where fewer than ``k`` items were found) and their log-likelihoods [B, k]
+        (-inf there). Items are distinct because each item has one code sequence. With ``exclude_history`` the
+        user's history items (all of them, not only the encoded window) are removed at the last level, so they
+        never take a final beam; off by default because the paper's evaluation does not exclude them.
+        """
+        if not 0 < k <= beam_size:
+            raise ValueError(f"need 0 < k <= beam_size, got k={k}, beam_size={beam_size}")
+        with self._evaluating():
+            memory = self._encode(self.batch(users, histories))
+            banned = _pad_rows(histories, self.device) if exclude_history else None
+            items, scores = self._beam_search(memory, beam_size, banned)
+        short = k - items.size(1)
+        if short > 0:
+            items = F.pad(items, (0, short), value=-1)
+            scores = F.pad(scores, (0, short), value=float("-inf"))
+        return items[:, :k].cpu(), scores[:, :k].cpu()
+
+    @torch.inference_mode()
+    def score(
+        self, users: Sequence[str], histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[torch.Tensor]:
+        """Log-likelihood of each candidate's code sequence given the user's history, -inf for unknown items.
+
+        One decoder pass scores all candidates of all users; memory grows with B x max candidates x L x vocab.
+        """
+        levels = self.tokenizer.num_levels
+        width = max((len(row) for row in candidates), default=0)
+        if width == 0:
+            return [torch.empty(0) for _ in candidates]
+        targets = torch.full((len(candidates), width, levels), PAD, dtype=torch.long)
+        known = torch.zeros((len(candidates), width), dtype=torch.bool)
+        for row, items in enumerate(candidates):
+            for column, item in enumerate(items):
+                if item in self.tokenizer.item_codes:
+                    targets[row, column] = torch.tensor(self.tokenizer.encode_target(item))
+                    known[row, column] = True
+        targets = targets.to(self.device)
+        inputs = torch.cat([torch.full_like(targets[..., :1], PAD), targets[..., :-1]], dim=-1)
+        with self._evaluating():
+            memory = self._encode(self.batch(users, histories))
+            hidden, _ = self._decode(inputs, memory)
+            log_probs = self.model.lm_head(hidden).log_softmax(-1)
+        totals = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1).cpu()
+        totals = totals.masked_fill(~known, float("-inf"))
+        return [totals[row, : len(items)] for row, items in enumerate(candidates)]
+
+    def save(self, directory: str | Path) -> None:
+        """Write config.json (model config and semantic-ID table) and model.safetensors."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"config": self.config.model_dump(), "tokenizer": self.tokenizer.to_json()}
+        (directory / "config.json").write_text(json.dumps(meta))
+        save_model(self.model, str(directory / "model.safetensors"))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str | None = None) -> TigerRanker:
+        directory = Path(directory)
+        meta = json.loads((directory / "config.json").read_text())
+        ranker = cls(SemanticIdTokenizer.from_json(meta["tokenizer"]), TigerConfig(**meta["config"]), device)
+        load_model(ranker.model, str(directory / "model.safetensors"), device=str(ranker.device))
+        return ranker
+
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for the duration, then back to the caller's mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    def _encode(self, batch: TigerBatch) -> _Memory:
+        states = self.model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        size, length = states.shape[:2]
+        keys, values = [], []
+        for block in self.model.decoder.block:
+            attention = block.layer[1].EncDecAttention
+            for projection, out in ((attention.k, keys), (attention.v, values)):
+                out.append(projection(states).view(size, length, attention.n_heads, -1).transpose(1, 2))
+        mask = torch.zeros(batch.attention_mask.shape, dtype=states.dtype, device=states.device)
+        mask = mask.masked_fill(batch.attention_mask == 0, float("-inf"))[:, None, None, :]
+        return _Memory(keys, values, mask)
+
+    def _decode(
+        self, tokens: torch.Tensor, memory: _Memory, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Final decoder states [B, n, q, d] of q new positions of n sequences per user (tokens [B, n, q]).
+
+        ``past`` holds each layer's self-attention keys and values [B*n, h, p, d_kv] of the p positions before;
+        the returned ones cover all p + q. This is the T5 decoder in eval mode, except that cross-attention
+        reads each user's keys once for all of the user's sequences.
+        """
+        decoder = self.model.decoder
+        size, count, length = tokens.shape
+        start = 0 if past is None else past[0][0].size(2)
+        total = start + length
+        causal = torch.ones(total, total, dtype=torch.bool, device=tokens.device).triu(1)[start:]
+        first = decoder.block[0].layer[0].SelfAttention  # T5 shares the first layer's position bias
+        self_bias = first.compute_bias(total, total)[:, :, start:].masked_fill(causal, float("-inf"))
+        hidden = decoder.embed_tokens(tokens)
+        cache = []
+        for index, block in enumerate(decoder.block):
+            attention = block.layer[0].SelfAttention
+            normed = block.layer[0].layer_norm(hidden).view(size * count, length, -1)
+            query, key, value = (
+                projection(normed).view(size * count, length, attention.n_heads, -1).transpose(1, 2)
+                for projection in (attention.q, attention.k, attention.v)
+            )
+            if past is not None:
+                key = torch.cat([past[index][0], key], dim=2)
+                value = torch.cat([past[index][1], value], dim=2)
+            cache.append((key, value))
+            mixed = F.scaled_dot_product_attention(query, key, value, attn_mask=self_bias, scale=1.0)
+            hidden = hidden + attention.o(mixed.transpose(1, 2).reshape(size, count, length, -1))
+
+            attention = block.layer[1].EncDecAttention
+            normed = block.layer[1].layer_norm(hidden).view(size, count * length, -1)
+            query = attention.q(normed).view(size, count * length, attention.n_heads, -1).transpose(1, 2)
+            mixed = F.scaled_dot_product_attention(
+                query, memory.keys[index], memory.values[index], attn_mask=memory.mask, scale=1.0
+            )
+            hidden = hidden + attention.o(mixed.transpose(1, 2).reshape(size, count, length, -1))
+
+            hidden = hidden + block.layer[2].DenseReluDense(block.layer[2].layer_norm(hidden))
+        return decoder.final_layer_norm(hidden), cache
+
+    def _beam_search(
+        self, memory: _Memory, beam_size: int, banned: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items [B, n] and log-likelihoods [B, n] of the best n <= beam_size valid code sequences, best first."""
+        size = memory.mask.size(0)
+        tokens = torch.full((size, 1, 1), PAD, dtype=torch.long, device=self.device)  # newest token of each beam
+        nodes = torch.zeros((size, 1), dtype=torch.long, device=self.device)  # trie node each beam has reached
+        scores = torch.zeros((size, 1), device=self.device)
+        past = None
+        last = self.tokenizer.num_levels - 1
+        for level, (offset, width) in enumerate(zip(self.tokenizer.offsets, self.tokenizer.codes_per_level)):
+            table: torch.Tensor = getattr(self, f"trie_level_{level}")
+            hidden, past = self._decode(tokens, memory, past)
+            # log-softmax over the whole vocabulary, so scores are the model's likelihoods, as ``score`` computes them
+            log_probs = self.model.lm_head(hidden[:, :, -1]).log_softmax(-1)[..., offset : offset + width]
+            # dead beams (score -inf, node -1) index row 0 harmlessly: their score keeps them out
+            children = table[nodes.clamp(min=0)].long()  # [B, beams, width]
+            candidates = (scores.unsqueeze(-1) + log_probs).masked_fill(children < 0, float("-inf"))
+            if banned is not None and level == last:
+                seen = (children.unsqueeze(-1) == banned[:, None, None, :]).any(-1)
+                candidates = candidates.masked_fill(seen, float("-inf"))
+            scores, picked = candidates.flatten(1).topk(min(beam_size, candidates[0].numel()), dim=1)
+            nodes = children.flatten(1).gather(1, picked)
+            beams = candidates.size(1)
+            rows = (torch.arange(size, device=self.device).unsqueeze(1) * beams + picked // width).flatten()
+            past = [(key[rows], value[rows]) for key, value in past]
+            tokens = (picked % width + offset).unsqueeze(-1)
+        return nodes.masked_fill(scores == float("-inf"), -1), scores
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """Ragged item rows as a [B, max len] tensor padded with -1, which matches only absent (masked) trie entries."""
+    width = max((len(row) for row in rows), default=0)
+    out = torch.full((len(rows), max(width, 1)), -1, dtype=torch.long)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+    return out.to(device)
