@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test bench-stream clean
+.PHONY: setup demo test bench-stream bench-quality clean
 
 setup: $(STAMP)
 
@@ -24,5 +24,8 @@ test: setup
 bench-stream: setup
 	$(BIN)/python -m benchmarks.stream
 
+bench-quality: setup
+	$(BIN)/python -m benchmarks.quality
+
 clean:
-	rm -rf $(VENV) .state
+	rm -rf $(VENV) .state model_store

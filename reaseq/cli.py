@@ -116,6 +116,22 @@ def replay(
 
 
 @app.command()
+def train(
+    dataset: Annotated[Path, typer.Argument(exists=True, help="A dataset folder or file (LC-Rec or S3-Rec format).")],
+    ids: Annotated[str, typer.Option(help="'rqvae' (our own, from item text) or 'published' (*.rqvae-index.json).")] = "rqvae",
+    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    out: Annotated[Path, typer.Option(help="Model directory root; a new version folder is written under it.")] = Path("model_store"),
+) -> None:
+    """Train semantic IDs and the generative ranker on a dataset, evaluate, and write a model version."""
+    from models.train import TrainConfig, train as run_training
+
+    settings = get_settings()
+    version = run_training(TrainConfig(dataset=dataset, ids=ids, epochs=epochs), out, settings.state_dir)
+    console.print(f"model version written to {version}")
+    console.print((version / "metrics.json").read_text())
+
+
+@app.command()
 def demo(
     items: Annotated[int, typer.Option(min=1)] = 400,
     users: Annotated[int, typer.Option(min=1)] = 200,

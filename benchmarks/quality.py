@@ -1,0 +1,58 @@
+"""`make bench-quality`: the TIGER baseline on the public benchmarks, beside the published figures.
+
+Beauty uses the published semantic IDs (``Beauty.rqvae-index.json``) so the ranker is compared with the
+TIGER paper's Table 1; Scientific uses our own IDs from item text. Each dataset writes
+``benchmarks/results/quality-<dataset>.json`` with a list ``rows`` (the baseline row is named ``tiger``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from models.train import TrainConfig, train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PUBLISHED = {"amazon-beauty": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}}
+RUNS = {"amazon-beauty": "published", "amazon-scientific": "rqvae"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding the dataset folders")
+    parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("model_store"))
+    parser.add_argument("--state", type=Path, default=Path(".state"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    for name in args.datasets:
+        config = TrainConfig(dataset=args.data / name, ids=RUNS[name], epochs=args.epochs)
+        version = train(config, args.out, args.state)
+        metrics = json.loads((version / "metrics.json").read_text())
+        rows = [{"name": "tiger", **metrics["test"]}]
+        if name in PUBLISHED:
+            rows.append({"name": "tiger (published, Rajput et al. 2023)", **PUBLISHED[name]})
+        result = {
+            "dataset": name,
+            "rows": rows,
+            "model_version": str(version),
+            "device": metrics["device"],
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "train_seconds": metrics["train_seconds"],
+            "epochs_run": len(metrics["history"]),
+            "date": date.today().isoformat(),
+            "machine": platform.platform(),
+        }
+        (args.results / f"quality-{name.removeprefix('amazon-')}.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""One command from a dataset to a versioned model directory: semantic IDs, the TIGER ranker, its metrics.
+
+The directory ``<out>/<dataset>/<version>/`` holds ``ids/`` (the semantic-ID table and, for our own IDs, the
+frozen RQ-VAE), ``ranker/`` (weights and tokenizer), ``config.json`` and ``metrics.json``; the serving
+side loads the newest version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from tqdm import tqdm
+
+from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
+from models.metrics import MetricAccumulator
+from models.rqvae import RQVAEConfig, train_rqvae
+from models.semantic_ids import SemanticIdTable, load_published_ids
+from models.text_encoder import DEFAULT_MODEL, TextEncoder
+from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker, default_device
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on; saved beside the artefacts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Path
+    ids: Literal["published", "rqvae"] = "rqvae"
+    published_ids: Path | None = None  # a ``*.rqvae-index.json``; found in the dataset folder when omitted
+    encoder: str = DEFAULT_MODEL  # any sentence-transformers model name or path
+    rqvae: RQVAEConfig = RQVAEConfig()
+    ranker: TigerConfig = TigerConfig()
+    epochs: int = 200
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    eval_every: int = 5  # epochs between validation passes
+    patience: int = 5  # validation passes without improvement before stopping
+    eval_batch_size: int = 256
+    beam_size: int = 20
+    max_eval_users: int | None = None  # subsample validation for speed; the test pass always uses all users
+    seed: int = 42
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def semantic_ids(config: TrainConfig, data: SequenceData, cache_dir: Path) -> SemanticIdTable:
+    """Published IDs, or our own: item text -> sentence embeddings -> RQ-VAE codes plus collision codes."""
+    if config.ids == "published":
+        path = config.published_ids or next(config.dataset.glob("*.rqvae-index.json"), None)
+        if path is None:
+            raise FileNotFoundError(f"no *.rqvae-index.json in {config.dataset}; pass published_ids")
+        return SemanticIdTable.from_published(load_published_ids(path))
+    if not data.item_text or len(data.item_text) < data.num_items:
+        raise ValueError(f"{data.name}: semantic IDs from text need text for every item; use published IDs")
+    texts = [data.item_text[index] for index in range(data.num_items)]
+    embeddings = TextEncoder(config.encoder, cache_dir=cache_dir).encode(texts, progress=True)
+    model = train_rqvae(embeddings, config.rqvae, seed=config.seed)
+    return SemanticIdTable.build(model, embeddings)
+
+
+def evaluate(ranker: TigerRanker, examples: Examples, config: TrainConfig, limit: int | None = None) -> dict[str, float]:
+    """Recall and NDCG at 5 and 10 of beam-search retrieval over all items."""
+    accumulator = MetricAccumulator()
+    count = len(examples) if limit is None else min(limit, len(examples))
+    for start in tqdm(range(0, count, config.eval_batch_size), desc="evaluating", unit="batch", leave=False):
+        stop = min(start + config.eval_batch_size, count)
+        ranked, _ = ranker.recommend(
+            examples.users[start:stop], examples.histories[start:stop], k=10, beam_size=config.beam_size
+        )
+        accumulator.add_ranked(ranked, torch.tensor(examples.targets[start:stop]))
+    return accumulator.result()
+
+
+def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path) -> dict[str, object]:
+    """Train with AdamW, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10."""
+    optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    order = np.arange(len(split.train))
+    rng = np.random.default_rng(config.seed)
+    best, stale, history = -1.0, 0, []
+    for epoch in range(1, config.epochs + 1):
+        ranker.train()
+        rng.shuffle(order)
+        total = 0.0
+        batches = range(0, len(order), config.batch_size)
+        for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False):
+            rows = order[start : start + config.batch_size]
+            batch = ranker.batch(
+                [split.train.users[i] for i in rows],
+                [split.train.histories[i] for i in rows],
+                [split.train.targets[i] for i in rows],
+            )
+            loss = ranker.loss(batch)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(rows)
+        entry: dict[str, object] = {"epoch": epoch, "loss": total / len(order)}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            metrics = evaluate(ranker, split.valid, config, config.max_eval_users)
+            entry["valid"] = metrics
+            if metrics["ndcg@10"] > best:
+                best, stale = metrics["ndcg@10"], 0
+                ranker.save(checkpoint)
+            else:
+                stale += 1
+        history.append(entry)
+        tqdm.write(json.dumps(entry))
+        if stale >= config.patience:
+            break
+    return {"history": history, "best_valid_ndcg@10": best}
+
+
+def version_name(config: TrainConfig, ids: SemanticIdTable) -> str:
+    """Sortable and unique: UTC time, then a hash of the configuration and the ID table's version."""
+    digest = hashlib.sha256((config.model_dump_json() + ids.version).encode()).hexdigest()[:8]
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest}"
+
+
+def train(config: TrainConfig, out_dir: Path, state_dir: Path) -> Path:
+    """Run the whole pipeline; returns the version directory it wrote."""
+    seed_everything(config.seed)
+    started = time.monotonic()
+    data = load_dataset(config.dataset)
+    split = leave_one_out(data, config.ranker.max_history)
+    ids = semantic_ids(config, data, state_dir / "embeddings")
+    item_codes = {int(key): codes for key, codes in ids.ids.items()}
+    ranker = TigerRanker(SemanticIdTokenizer(item_codes, ids.codes_per_level), config.ranker, default_device())
+    version_dir = out_dir / data.name / version_name(config, ids)
+    version_dir.mkdir(parents=True)
+    ids.save(version_dir / "ids")
+    training = fit(ranker, split, config, version_dir / "ranker")
+    best = TigerRanker.load(version_dir / "ranker", ranker.device)
+    test = evaluate(best, split.test, config)
+    metrics = {
+        "dataset": data.name,
+        "users": len(split.test),
+        "items": data.num_items,
+        "test": test,
+        "device": str(ranker.device),
+        "train_seconds": round(time.monotonic() - started, 1),
+        **training,
+    }
+    (version_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    (version_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("model trained", extra={"version": str(version_dir), "test": test})
+    return version_dir
