@@ -3,23 +3,25 @@
 An MLP encoder maps an embedding to a latent vector, which residual quantisation turns into one code per
 level (each level quantises what the previous levels left over); an MLP decoder reconstructs the embedding
 from the sum of the chosen codewords. Training follows the paper (k-means codebook initialisation on the
-first batch, straight-through gradients, beta = 0.25) with two documented departures: Adam instead of
-Adagrad, which reaches the same reconstruction in far fewer epochs, so a few thousand items train in about
-a minute on a CPU; and dead codes re-initialised from live residuals after each epoch, which spreads items
-over more codes and so lowers the collision rate.
+first batch, straight-through gradients, beta = 0.25) with two departures: Adam instead of Adagrad, which
+converges in far fewer epochs (4,344 items train in about 30 s on two CPU cores); and codes that no item
+chose in an epoch re-initialised from live residuals, which spreads items over more codes and so lowers the
+collision rate.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
 from torch import nn
 from tqdm import tqdm
+
+from models.device import default_device
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class RQVAEOutput:
     codes: torch.Tensor
     reconstruction_loss: torch.Tensor
     quantisation_loss: torch.Tensor
-    residuals: list[torch.Tensor] = field(default_factory=list)
+    residuals: list[torch.Tensor]
 
     @property
     def loss(self) -> torch.Tensor:
@@ -147,7 +149,7 @@ class CodebookReport:
 
 
 def codebook_report(codes: np.ndarray) -> CodebookReport:
-    """Usage and collisions of codes [N, levels]; the collision rate is the share of items not alone on their tuple."""
+    """Usage and collisions of codes [N, levels]; collision rate = share of items needing a collision code > 0."""
     counts = Counter(map(tuple, codes.tolist()))
     return CodebookReport(
         items=len(codes),
@@ -160,7 +162,7 @@ def codebook_report(codes: np.ndarray) -> CodebookReport:
 
 def _kmeans(points: torch.Tensor, clusters: int, seed: int) -> torch.Tensor:
     if len(points) < clusters:
-        raise ValueError(f"k-means initialisation needs at least {clusters} items in the first batch, got {len(points)}")
+        raise ValueError(f"k-means initialisation needs {clusters} items in the first batch, got {len(points)}")
     fitted = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(points.detach().cpu().numpy())
     return torch.as_tensor(fitted.cluster_centers_, dtype=torch.float32)
 
@@ -174,7 +176,7 @@ def train_rqvae(
 ) -> RQVAE:
     """Train an RQ-VAE on item embeddings [N, D]; returns it in eval mode, with ``loss_history`` per epoch."""
     config = config or RQVAEConfig()
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device) if device is not None else default_device()
     data = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(device)
     model = RQVAE(data.shape[1], config, seed).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)

@@ -63,6 +63,7 @@ class SemanticIdTable:
         self.codes_per_level = list(codes_per_level)
         self.version = version
         self.model = model
+        self.reassigned = 0  # published IDs that were taken already and got a free collision code
         self._items: dict[SemanticId, str] = {}
         self._next_free: Counter[SemanticId] = Counter()
         for key, semantic_id in self._ids.items():
@@ -89,15 +90,34 @@ class SemanticIdTable:
 
     @classmethod
     def from_published(cls, ids: Mapping[int, SemanticId]) -> SemanticIdTable:
-        """A table over published IDs (keys are the item indices as strings); it cannot assign new items."""
+        """A table over published IDs (keys are the item indices as strings); it cannot assign new items.
+
+        Published indices are not always unique (Beauty's gives 602 items an ID another item holds); a
+        ranker needs one item per ID, so each later holder of a taken ID gets the next free collision code
+        of its prefix, as the RQ-VAE assignment does. ``stats()["reassigned"]`` counts them.
+        """
         ordered = {str(index): tuple(ids[index]) for index in sorted(ids)}
         widths = {len(semantic_id) for semantic_id in ordered.values()}
         if len(widths) != 1:
             raise ValueError("published IDs must all have the same number of codes")
+        next_free: Counter[SemanticId] = Counter()
+        for semantic_id in ordered.values():
+            next_free[semantic_id[:-1]] = max(next_free[semantic_id[:-1]], semantic_id[-1] + 1)
+        taken: set[SemanticId] = set()
+        reassigned = 0
+        for key, semantic_id in ordered.items():
+            if semantic_id in taken:
+                prefix = semantic_id[:-1]
+                semantic_id = ordered[key] = (*prefix, next_free[prefix])
+                next_free[prefix] += 1
+                reassigned += 1
+            taken.add(semantic_id)
         codes = np.array(list(ordered.values()))
         codes_per_level = [max(PUBLISHED_CODEBOOK_SIZE, int(top) + 1) for top in codes.max(axis=0)]
         digest = hashlib.sha256(json.dumps(ordered).encode()).hexdigest()[:12]
-        return cls(ordered, codes_per_level, f"published-{digest}")
+        table = cls(ordered, codes_per_level, f"published-{digest}")
+        table.reassigned = reassigned
+        return table
 
     @property
     def ids(self) -> Mapping[str, SemanticId]:
@@ -137,7 +157,7 @@ class SemanticIdTable:
         return semantic_id
 
     def stats(self) -> dict[str, object]:
-        """Collisions among the code prefixes, and how many items share a full ID (only published ones can)."""
+        """Collisions among the code prefixes, items sharing a full ID (none), and reassigned published IDs."""
         ids = np.array(list(self._ids.values()), dtype=np.int64)
         report = codebook_report(ids[:, :-1])
         return {
@@ -147,6 +167,7 @@ class SemanticIdTable:
             "prefix_collision_rate": report.collision_rate,
             "max_items_per_prefix": report.max_items_per_prefix,
             "shared_ids": len(self._ids) - len(self._items),
+            "reassigned": self.reassigned,
         }
 
     def save(self, directory: Path) -> None:

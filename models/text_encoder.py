@@ -19,15 +19,13 @@ import torch
 from rocksdict import Options, Rdict, WriteBatch
 from tqdm import tqdm
 
+from models.device import default_device
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def model_slug(model: str) -> str:

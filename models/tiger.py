@@ -26,15 +26,13 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_model, save_model
 from transformers import T5Config, T5ForConditionalGeneration
 
+from models.device import default_device
 from models.trie import CodeTrie
 
 PAD = 0  # also the decoder start token, as in T5
 EOS = 1
 NUM_SPECIAL = 2
 
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class SemanticIdTokenizer:

@@ -26,7 +26,8 @@ from models.metrics import MetricAccumulator
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker, default_device
+from models.device import default_device
+from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     )
     session_timeout_s: float = Field(default=10.0, gt=0, description="A dead worker's partitions move after this.")
     producer_linger_ms: int = Field(
-        default=2, ge=0, description="Workers wait this long to fill a produce batch: fewer, larger requests."
+        default=10, ge=0, description="Workers wait this long to fill a produce batch: fewer, larger requests."
     )
     worker_web_port: int | None = Field(default=None, description="Faust web/metrics port; unset disables it.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

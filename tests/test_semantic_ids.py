@@ -139,8 +139,9 @@ def test_published_ids(tmp_path: Path) -> None:
 
     table = SemanticIdTable.from_published(published)
     assert table["2"] == (150, 249, 251, 196) and table.codes_per_level == [256, 256, 256, 256]
-    assert table.item_of((114, 32, 79, 183)) == "0", "a shared published ID resolves to its earliest item"
-    assert table.stats()["shared_ids"] == 1
+    assert table.item_of((114, 32, 79, 183)) == "0", "a shared published ID stays with its earliest item"
+    assert table["3"] == (114, 32, 79, 184), "a later holder gets the next free collision code of its prefix"
+    assert table.stats()["shared_ids"] == 0 and table.stats()["reassigned"] == 1
     with pytest.raises(RuntimeError):
         table.assign_new("4", np.zeros(DIM, dtype=np.float32))
 
