@@ -205,4 +205,5 @@ class DeadLetterReason(str, Enum):
     MALFORMED_JSON = "malformed-json"
     UNKNOWN_SCHEMA_VERSION = "unknown-schema-version"
     INVALID = "invalid"  # wrong types, missing or unknown fields, constraint violations
+    PENDING_OVERFLOW = "pending-overflow"  # too many interactions waiting for an item that has not arrived
     PROCESSING = "processing"  # valid record that an agent failed on

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=Path(".state"), description="Local RocksDB stores and run files.")
     max_message_bytes: int = Field(default=256 * 1024, description="Larger payloads are dead-lettered.")
     history_length: int = Field(default=50, ge=1, description="Recent interactions kept per user.")
+    pending_limit: int = Field(
+        default=10_000, ge=1, description="Interactions kept per unknown item; beyond it they are dead-lettered."
+    )
     dedup_window: int = Field(default=512, ge=1, description="Recent event ids remembered per user.")
     interest_debounce_s: float = Field(default=2.0, ge=0.0, description="Quiet time per user before an interest request.")
     rebalance_timeout_s: float = Field(

@@ -7,8 +7,17 @@ the moment the item is accepted.
 
 from __future__ import annotations
 
-from reaseq.contracts import ByItem, ByUser, CatalogItem, EnrichmentRequest, Interaction, ItemFeatureUpdate, utcnow
-from reaseq.wire import decode, encode
+from reaseq.contracts import (
+    ByItem,
+    ByUser,
+    CatalogItem,
+    DeadLetterReason,
+    EnrichmentRequest,
+    Interaction,
+    ItemFeatureUpdate,
+    utcnow,
+)
+from reaseq.wire import ContractError, decode, encode
 from streams.app import StreamApp
 from streams.deadletter import guarded
 from streams.state import ItemState, PendingInteractions
@@ -61,6 +70,11 @@ def register(sa: StreamApp) -> None:
             return
         raw = pending.get(interaction.item_id)
         waiting = PendingInteractions.model_validate_json(raw) if raw else PendingInteractions()
+        if len(waiting.interactions) >= sa.settings.pending_limit:
+            raise ContractError(
+                DeadLetterReason.PENDING_OVERFLOW,
+                f"{sa.settings.pending_limit} interactions already wait for unknown item {interaction.item_id!r}",
+            )
         if waiting.add(interaction):
             pending[interaction.item_id] = waiting.model_dump_json().encode()
 

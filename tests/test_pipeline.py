@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from reaseq.contracts import CatalogItem, DeadLetterReason, EnrichmentRequest, Interaction, InteractionKind, InterestRequest, UserFeatureUpdate
@@ -15,6 +16,12 @@ from tests.conftest import Spawn
 from tests.support import TopicReader, latest_by_key, send, send_contracts
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared test settings with a small pending limit, so one test can overflow it."""
+    return settings.model_copy(update={"pending_limit": 3})
 
 
 def item(item_id: str, title: str, seconds: int = 0) -> CatalogItem:
@@ -56,6 +63,8 @@ def test_items_and_events_reach_state_and_outputs(settings: Settings, workers: S
     send_contracts(bootstrap, items_topic, [item("i1", "Red shoe", seconds=5)], by_item)  # unchanged: no re-enrichment
     send_contracts(bootstrap, items_topic, [item("i2", "Old blue hat", seconds=-5)], by_item)  # older version: ignored
     send(bootstrap, events_topic, [(b"u9", b"{broken"), (b"u9", orjson.dumps({"schema_version": 7}))])
+    # Four interactions for an item that never arrives: the pending limit (3 in tests) keeps three.
+    send_contracts(bootstrap, events_topic, [click("u3", "i404", s) for s in (1, 2, 3, 4)], by_user)
     workers("w0")
 
     users = TopicReader(bootstrap, topic_name(settings, USER_FEATURES))
@@ -82,8 +91,12 @@ def test_items_and_events_reach_state_and_outputs(settings: Settings, workers: S
     )
     assert all(r.key in (b"u1", b"u2") for r in interests)
 
-    dead = TopicReader(bootstrap, topic_name(settings, DEAD_LETTERS)).wait_for(lambda rs: len(rs) >= 2)
-    letters = sorted((DeadLetter.from_record(r.key, r.value, r.headers) for r in dead), key=lambda d: d.source_offset)
-    assert {d.reason for d in letters} == {DeadLetterReason.MALFORMED_JSON, DeadLetterReason.UNKNOWN_SCHEMA_VERSION}
-    assert {d.value for d in letters} == {b"{broken", orjson.dumps({"schema_version": 7})}  # original bytes kept
-    assert all(d.source_topic == events_topic and d.source_offset >= 0 and d.agent == "ingest-events" for d in letters)
+    dead = TopicReader(bootstrap, topic_name(settings, DEAD_LETTERS)).wait_for(lambda rs: len(rs) >= 3)
+    letters = [DeadLetter.from_record(r.key, r.value, r.headers) for r in dead]
+    rejected = [d for d in letters if d.agent == "ingest-events"]
+    assert {d.reason for d in rejected} == {DeadLetterReason.MALFORMED_JSON, DeadLetterReason.UNKNOWN_SCHEMA_VERSION}
+    assert {d.value for d in rejected} == {b"{broken", orjson.dumps({"schema_version": 7})}  # original bytes kept
+    assert all(d.source_topic == events_topic and d.source_offset >= 0 for d in rejected)
+    [overflow] = [d for d in letters if d.agent == "catalog"]
+    assert overflow.reason is DeadLetterReason.PENDING_OVERFLOW and b"i404" in (overflow.value or b"")
+    assert len(letters) == 3
