@@ -21,8 +21,13 @@ def offsets_consumer(bootstrap: str, group: str = "reaseq-offsets") -> Consumer:
     )
 
 
-def partitions_of(consumer: Consumer, topics: Iterable[str]) -> list[Partition]:
-    metadata = consumer.list_topics(timeout=10).topics
+def list_partitions(bootstrap: str, topics: Iterable[str]) -> list[Partition]:
+    """Every partition of those of ``topics`` that exist."""
+    consumer = offsets_consumer(bootstrap)
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+    finally:
+        consumer.close()
     return [(t, p) for t in topics if t in metadata for p in sorted(metadata[t].partitions)]
 
 
@@ -68,11 +73,7 @@ def committed_offsets(bootstrap: str, group: str, partitions: Iterable[Partition
 
 def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
     """Records not yet processed by ``group``, per topic."""
-    consumer = offsets_consumer(bootstrap)
-    try:
-        partitions = partitions_of(consumer, topics)
-    finally:
-        consumer.close()
+    partitions = list_partitions(bootstrap, topics)
     ends = exact_end_offsets(bootstrap, partitions)
     committed = committed_offsets(bootstrap, group, partitions)
     lag: dict[str, int] = {}

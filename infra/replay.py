@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infra.control import active_generation, write_generation
-from infra.offsets import group_lag, offsets_consumer, partitions_of
+from infra.offsets import exact_end_offsets, group_lag, list_partitions, offsets_consumer
 from infra.provision import generation_topics, provision
 from infra.stack import WorkerProcess, load_run_state, save_run_state, spawn_worker, stop_process
 from reaseq.settings import Settings
@@ -43,16 +43,19 @@ def _start_from(settings: Settings, bootstrap: str, group: str, when: datetime) 
     needs its item.
     """
     sources = [topic_name(settings, EVENTS)]
+    partitions = list_partitions(bootstrap, sources)
+    stamp = int(when.timestamp() * 1000)
     consumer = offsets_consumer(bootstrap)
     try:
-        stamp = int(when.timestamp() * 1000)
-        wanted = [TopicPartition(t, p, stamp) for t, p in partitions_of(consumer, sources)]
-        found = consumer.offsets_for_times(wanted, timeout=10)
-        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in wanted}
+        found = consumer.offsets_for_times([TopicPartition(t, p, stamp) for t, p in partitions], timeout=10)
     finally:
         consumer.close()
-    # No record at or after the time: start at the end of that partition.
-    offsets = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)]) for tp in found]
+    # No record at or after the time: start at the (exact) end of that partition.
+    ends = exact_end_offsets(bootstrap, partitions)
+    offsets = [
+        TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)][1])
+        for tp in found
+    ]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)]).values():
         future.result()

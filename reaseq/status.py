@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 
 from infra.control import active_generation
-from infra.offsets import exact_end_offsets, group_lag, partitions_of, offsets_consumer
+from infra.offsets import exact_end_offsets, group_lag, list_partitions
 from infra.provision import generation_topics
 from reaseq.settings import Settings
 from reaseq.topics import BY_ITEM, BY_USER, CATALOG, EVENTS, ITEMS, topic_config, topic_name
@@ -41,11 +41,7 @@ def collect(settings: Settings, bootstrap: str) -> Status:
     generation = active_generation(settings, bootstrap)
     policies = {topic_name(settings, spec, generation): topic_config(settings, spec)["cleanup.policy"] for spec in CATALOG}
     names = list(policies) + [t for t in generation_topics(settings, generation) if t not in policies]
-    consumer = offsets_consumer(bootstrap)
-    try:
-        partitions = partitions_of(consumer, names)
-    finally:
-        consumer.close()
+    partitions = list_partitions(bootstrap, names)
     counts: dict[str, list[int]] = {}
     for (topic, _), (low, end) in exact_end_offsets(bootstrap, partitions).items():
         entry = counts.setdefault(topic, [0, 0])
