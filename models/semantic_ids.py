@@ -156,6 +156,17 @@ class SemanticIdTable:
         self._next_free[prefix] = collision + 1
         return semantic_id
 
+    def restore(self, item_key: str, semantic_id: SemanticId) -> None:
+        """Re-apply an assignment ``assign_new`` made earlier (e.g. persisted by a serving replica)."""
+        semantic_id = tuple(int(code) for code in semantic_id)
+        holder = self._items.get(semantic_id)
+        if self._ids.get(item_key, semantic_id) != semantic_id or holder not in (None, item_key):
+            raise ValueError(f"cannot restore {item_key} -> {semantic_id}: it clashes with the table")
+        self._ids[item_key] = semantic_id
+        self._items[semantic_id] = item_key
+        prefix = semantic_id[:-1]
+        self._next_free[prefix] = max(self._next_free[prefix], semantic_id[-1] + 1)
+
     def stats(self) -> dict[str, object]:
         """Collisions among the code prefixes, items sharing a full ID (none), and reassigned published IDs."""
         ids = np.array(list(self._ids.values()), dtype=np.int64)

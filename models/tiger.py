@@ -279,6 +279,18 @@ class TigerRanker(torch.nn.Module):
         totals = totals.masked_fill(~known, float("-inf"))
         return [totals[row, : len(items)] for row, items in enumerate(candidates)]
 
+    def add_items(self, item_codes: Mapping[int, Sequence[int]]) -> None:
+        """Make items that arrived after training rankable: a new tokenizer and trie, swapped in whole.
+
+        The vocabulary is unchanged (codes stay within each level's codebook), so the weights serve the new
+        items as they are; an item index that exists already keeps its codes.
+        """
+        merged = {**{int(item): tuple(codes) for item, codes in item_codes.items()}, **self.tokenizer.item_codes}
+        tokenizer = SemanticIdTokenizer(merged, self.tokenizer.codes_per_level, self.tokenizer.num_user_buckets)
+        for level, table in enumerate(tokenizer.trie.tables):
+            setattr(self, f"trie_level_{level}", table.to(self.device))
+        self.tokenizer = tokenizer
+
     def save(self, directory: str | Path) -> None:
         """Write config.json (model config and semantic-ID table) and model.safetensors."""
         directory = Path(directory)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
+from models.artifact import ITEMS_FILE
 from models.metrics import MetricAccumulator
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
@@ -134,11 +135,11 @@ def version_name(config: TrainConfig, ids: SemanticIdTable) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest}"
 
 
-def train(config: TrainConfig, out_dir: Path, state_dir: Path) -> Path:
-    """Run the whole pipeline; returns the version directory it wrote."""
+def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceData | None = None) -> Path:
+    """Run the whole pipeline on ``data`` (default: read from ``config.dataset``); returns the version directory."""
     seed_everything(config.seed)
     started = time.monotonic()
-    data = load_dataset(config.dataset)
+    data = data or load_dataset(config.dataset)
     split = leave_one_out(data, config.ranker.max_history)
     ids = semantic_ids(config, data, state_dir / "embeddings")
     item_codes = {int(key): codes for key, codes in ids.ids.items()}
@@ -146,6 +147,7 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path) -> Path:
     version_dir = out_dir / data.name / version_name(config, ids)
     version_dir.mkdir(parents=True)
     ids.save(version_dir / "ids")
+    (version_dir / ITEMS_FILE).write_text(json.dumps(data.item_ids))
     training = fit(ranker, split, config, version_dir / "ranker")
     best = TigerRanker.load(version_dir / "ranker", ranker.device)
     test = evaluate(best, split.test, config)

@@ -93,6 +93,7 @@ class ItemFeatureUpdate(Contract):
     item_id: Id
     content_hash: str
     title: str
+    description: str = ""
     brand: str | None
     categories: list[str]
     price: float | None
@@ -198,6 +199,40 @@ class ControlRecord(Contract):
     generation: int = Field(ge=1)
     from_timestamp_ms: int | None = None
     updated_at: AwareDatetime
+
+
+class RankRequest(BaseModel):
+    """A ranking service's query: score ``candidates`` for the user, or generate the top ``k`` when there are none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Id
+    candidates: list[Id] | None = Field(default=None, max_length=10_000)
+    k: int = Field(default=10, ge=1, le=100)
+
+
+class RankSource(str, Enum):
+    MODEL = "model"  # the ranker, from the user's history
+    COLD_START = "cold-start"  # unknown user or no rankable history: popular and fresh items
+
+
+class ScoredItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: str
+    score: float  # log-likelihood under the ranker; for cold-start answers, a popularity score
+
+
+class RankResponse(BaseModel):
+    """Items best first; candidate ids the ranker does not know are listed in ``unknown``, not scored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: str
+    items: list[ScoredItem]
+    unknown: list[str] = Field(default_factory=list)
+    source: RankSource
+    model_version: str
 
 
 class DeadLetterReason(str, Enum):

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Workers wait this long to fill a produce batch: fewer, larger requests."
     )
     worker_web_port: int | None = Field(default=None, description="Faust web/metrics port; unset disables it.")
+    model_store: Path = Field(default=Path("model_store"), description="Versioned model directories (reaseq train).")
+    triton_host: str = Field(default="127.0.0.1", description="Address Triton binds and clients dial.")
+    triton_http_port: int | None = Field(default=None, description="Triton HTTP port; unset picks a free one.")
+    triton_grpc_port: int | None = Field(default=None, description="Triton gRPC port; unset picks a free one.")
+    triton_metrics_port: int | None = Field(default=None, description="Triton Prometheus port; unset picks one.")
+    serving_exclude_history: bool = Field(default=True, description="Top-k never repeats a user's history items.")
+    serving_beam_size: int = Field(default=20, ge=1, le=100, description="Beam width of top-k generation.")
+    serving_threads: int = Field(default=2, ge=1, description="Torch threads of the Triton ranker instance.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     def topic(self, name: str) -> str:

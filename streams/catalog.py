@@ -43,6 +43,7 @@ def register(sa: StreamApp) -> None:
             item_id=item.item_id,
             content_hash=content_hash,
             title=item.title,
+            description=item.description,
             brand=item.brand,
             categories=item.categories,
             price=item.price,

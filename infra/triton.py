@@ -1,0 +1,258 @@
+"""NVIDIA Triton: the runtime model repository, the server process, and version control of the ranker.
+
+The server is the ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel, run in explicit model-control
+mode. Its repository lives under ``<state_dir>/triton/repository``: ``ranker/config.pbtxt`` and ``model.py`` come
+from ``triton_repo/``; each numbered version folder holds ``artifact.json`` naming one model directory of the
+model store. The version policy serves the newest version only, so promoting writes version n+1 and asks Triton
+to load; Triton brings it up beside the old one, switches, and unloads the old one once its in-flight requests
+have finished. Rolling back retires the newest folder and loads again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import tritonclient.http as triton_http
+
+from infra.ports import free_port
+from infra.stack import stop_process, worker_env
+from reaseq.settings import Settings
+
+MODEL_NAME = "ranker"
+SOURCE = Path(__file__).resolve().parents[1] / "triton_repo" / MODEL_NAME
+ARTIFACT_FILE = "artifact.json"
+
+
+class TritonError(RuntimeError):
+    """Triton could not be started, did not become ready, or refused a model version."""
+
+
+def _pytriton() -> tuple[Path, Path]:
+    """The ``tritonserver`` folder of the nvidia-pytriton wheel and its bundled shared libraries."""
+    home = Path(str(files("pytriton") / "tritonserver"))
+    if not (home / "bin" / "tritonserver").is_file():
+        raise TritonError(f"tritonserver not found under {home}: is nvidia-pytriton installed?")
+    return home, home.parent.parent / "nvidia_pytriton.libs"
+
+
+def prepare_backends(settings: Settings) -> Path:
+    """A backend directory whose Python backend has the stub for this interpreter beside it."""
+    home, _ = _pytriton()
+    python = settings.state_dir.resolve() / "triton" / "backends" / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    stub = home / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+    sources = [*sorted((home / "backends" / "python").glob("*.*")), stub]
+    for source in sources:
+        link = python / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return python.parent
+
+
+class ModelRepository:
+    """The runtime repository's versions of the ranker, each pointing at a model directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.state_dir.resolve() / "triton" / "repository"
+        self.model = self.root / MODEL_NAME
+        self.retired = settings.state_dir.resolve() / "triton" / "retired"
+
+    def versions(self) -> dict[int, Path]:
+        """Version number -> model directory, oldest first."""
+        found = {}
+        if self.model.is_dir():
+            for folder in self.model.iterdir():
+                if folder.name.isdigit() and (folder / ARTIFACT_FILE).is_file():
+                    found[int(folder.name)] = Path(json.loads((folder / ARTIFACT_FILE).read_text())["model_dir"])
+        return dict(sorted(found.items()))
+
+    def newest(self) -> tuple[int, Path] | None:
+        versions = self.versions()
+        return max(versions.items()) if versions else None
+
+    def publish(self, model_dir: Path, catch_up_timeout_s: float = 120.0) -> int:
+        """Add ``model_dir`` as the next version (not loaded yet); returns its number."""
+        from models.artifact import is_version
+
+        if not is_version(model_dir):
+            raise TritonError(f"{model_dir} is not a model version (reaseq train writes them)")
+        self.model.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SOURCE / "config.pbtxt", self.model / "config.pbtxt")
+        taken = [int(f.name) for f in self.model.iterdir() if f.name.isdigit()]
+        taken += [int(f.name) for f in self.retired.iterdir() if f.name.isdigit()] if self.retired.is_dir() else []
+        number = max(taken, default=0) + 1  # never reuse a retired number: Triton caches by version
+        folder = self.model / str(number)
+        staging = self.model / f".{number}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        shutil.copyfile(SOURCE / "model.py", staging / "model.py")
+        artifact = {"model_dir": str(model_dir.resolve()), "catch_up_timeout_s": catch_up_timeout_s}
+        (staging / ARTIFACT_FILE).write_text(json.dumps(artifact, indent=2))
+        staging.rename(folder)  # a half-written version is never visible to Triton
+        return number
+
+    def retire(self, number: int) -> None:
+        self.retired.mkdir(parents=True, exist_ok=True)
+        (self.model / str(number)).rename(self.retired / str(number))
+
+
+@dataclass
+class TritonEndpoints:
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+def endpoints_for(settings: Settings) -> TritonEndpoints:
+    """The configured ports, free loopback ports where unset."""
+    return TritonEndpoints(
+        settings.triton_host,
+        settings.triton_http_port or free_port(),
+        settings.triton_grpc_port or free_port(),
+        settings.triton_metrics_port or free_port(),
+    )
+
+
+def start_triton(settings: Settings, bootstrap: str, endpoints: TritonEndpoints, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start tritonserver serving the newest published version of the ranker (publish one first)."""
+    repository = ModelRepository(settings)
+    if repository.newest() is None:
+        raise TritonError("no ranker version in the Triton repository: publish a model directory first")
+    home, libs = _pytriton()
+    env = worker_env(settings, bootstrap)
+    # The Python backend stub runs model.py with the first python3 on PATH: this environment's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+    command = [
+        str(home / "bin" / "tritonserver"),
+        f"--model-repository={repository.root}",
+        f"--backend-directory={prepare_backends(settings)}",
+        "--model-control-mode=explicit",
+        f"--load-model={MODEL_NAME}",
+        "--strict-readiness=true",
+        f"--http-address={endpoints.host}",
+        f"--http-port={endpoints.http_port}",
+        f"--grpc-address={endpoints.host}",
+        f"--grpc-port={endpoints.grpc_port}",
+        f"--metrics-address={endpoints.host}",
+        f"--metrics-port={endpoints.metrics_port}",
+        "--allow-metrics=true",
+        "--exit-timeout-secs=15",
+    ]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def admin_client(endpoints: TritonEndpoints, timeout_s: float = 300.0) -> triton_http.InferenceServerClient:
+    return triton_http.InferenceServerClient(endpoints.http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
+
+
+def wait_ready(endpoints: TritonEndpoints, process: subprocess.Popen[bytes] | None, log_path: Path, timeout_s: float) -> None:
+    """Block until Triton reports the server and the ranker ready; raise with the log's tail if it dies."""
+    client = admin_client(endpoints, timeout_s=5.0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise TritonError(f"tritonserver exited with {process.returncode}:\n{_tail(log_path)}")
+        try:
+            if client.is_server_ready() and client.is_model_ready(MODEL_NAME):
+                return
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.5)
+    raise TritonError(f"Triton not ready after {timeout_s:.0f} s:\n{_tail(log_path)}")
+
+
+def promote(settings: Settings, endpoints: TritonEndpoints, model_dir: Path) -> int:
+    """Publish ``model_dir`` as the next version and load it; in-flight requests finish on the old one.
+
+    If Triton refuses the new version, it is retired again and the previous version stays served.
+    """
+    repository = ModelRepository(settings)
+    number = repository.publish(model_dir)
+    try:
+        admin_client(endpoints).load_model(MODEL_NAME)
+    except Exception as error:
+        repository.retire(number)
+        admin_client(endpoints).load_model(MODEL_NAME)
+        raise TritonError(f"version {number} ({model_dir}) failed to load; the previous version serves: {error}") from None
+    return number
+
+
+def rollback(settings: Settings, endpoints: TritonEndpoints) -> int:
+    """Retire the served (newest) version and load the one before it; returns the version now served."""
+    repository = ModelRepository(settings)
+    versions = repository.versions()
+    if len(versions) < 2:
+        raise TritonError("no previous version to roll back to")
+    newest = max(versions)
+    repository.retire(newest)
+    admin_client(endpoints).load_model(MODEL_NAME)
+    return max(repository.versions())
+
+
+def served_version(endpoints: TritonEndpoints) -> int | None:
+    """The ranker version Triton reports ready, if any."""
+    index = admin_client(endpoints, timeout_s=5.0).get_model_repository_index()
+    ready = [int(entry["version"]) for entry in index if entry.get("name") == MODEL_NAME and entry.get("state") == "READY"]
+    return max(ready, default=None)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class TritonServer:
+    """A tritonserver process serving the repository's newest ranker version; a context manager."""
+
+    def __init__(self, settings: Settings, bootstrap: str, endpoints: TritonEndpoints | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.endpoints = endpoints or endpoints_for(settings)
+        self.log_path = settings.state_dir.resolve() / "run" / "triton.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 300.0) -> TritonServer:
+        self.process = start_triton(self.settings, self.bootstrap, self.endpoints, self.log_path)
+        try:
+            wait_ready(self.endpoints, self.process, self.log_path, timeout_s)
+        except TritonError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process.pid, timeout_s=30)
+            self.process = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,60 @@
+"""A trained model version as the serving side loads it: ``<store>/<dataset>/<version>/``.
+
+``models.train`` writes it: ``ids/`` (semantic-ID table and frozen RQ-VAE), ``ranker/`` (weights and tokenizer),
+``items.json`` (item index -> external item id), ``config.json`` and ``metrics.json``. Version names start with
+their UTC training time, so the newest version sorts last.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.semantic_ids import SemanticIdTable
+from models.text_encoder import DEFAULT_MODEL
+from models.tiger import TigerRanker
+
+ITEMS_FILE = "items.json"
+
+
+@dataclass
+class ModelArtifact:
+    directory: Path
+    item_ids: list[str]  # item index -> external id, as trained
+    ids: SemanticIdTable
+    ranker: TigerRanker
+    encoder: str  # the sentence encoder the semantic IDs were built with
+
+    @property
+    def version(self) -> str:
+        return f"{self.directory.parent.name}/{self.directory.name}"
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device | str = "cpu") -> ModelArtifact:
+        """Read a version directory; raises FileNotFoundError naming what is missing."""
+        missing = [name for name in ("ids", "ranker", ITEMS_FILE, "config.json") if not (directory / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"{directory} is not a model version: missing {', '.join(missing)}")
+        config = json.loads((directory / "config.json").read_text())
+        return cls(
+            directory=directory.resolve(),
+            item_ids=json.loads((directory / ITEMS_FILE).read_text()),
+            ids=SemanticIdTable.load(directory / "ids", device),
+            ranker=TigerRanker.load(directory / "ranker", device).eval(),
+            encoder=config.get("encoder", DEFAULT_MODEL),
+        )
+
+
+def is_version(directory: Path) -> bool:
+    return directory.is_dir() and (directory / "ranker").is_dir() and (directory / ITEMS_FILE).is_file()
+
+
+def list_versions(store: Path) -> list[Path]:
+    """Every complete model version under ``store``, oldest first (by name: UTC time, then hash)."""
+    if not store.is_dir():
+        return []
+    found = [version for dataset in store.iterdir() if dataset.is_dir() for version in dataset.iterdir()]
+    return sorted((path for path in found if is_version(path)), key=lambda path: path.name)

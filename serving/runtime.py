@@ -1,0 +1,87 @@
+"""A serving runtime: one model version, its feature replica, and the thread that keeps the replica fresh.
+
+Triton's Python model (``triton_repo/ranker/model.py``) wraps one; the serving benchmark calls one in-process.
+Each model version keeps its own replica folder, because IDs of items published after training belong to a
+version: a newly promoted version bootstraps its replica from the compacted topics, a restarted one resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from infra.offsets import exact_end_offsets, list_partitions
+from models.artifact import ModelArtifact
+from reaseq.contracts import RankRequest, RankResponse
+from reaseq.settings import Settings
+from serving.replica import FeatureReplica
+from serving.service import RankerService
+
+log = logging.getLogger(__name__)
+
+
+def replica_dir(settings: Settings, model_dir: Path) -> Path:
+    """``<state_dir>/serving/<dataset>/<version>``: one replica per model version."""
+    return settings.state_dir.resolve() / "serving" / model_dir.parent.name / model_dir.name
+
+
+class ServingRuntime:
+    def __init__(self, model_dir: Path, settings: Settings, bootstrap: str) -> None:
+        torch.set_num_threads(settings.serving_threads)
+        self.settings = settings
+        self.bootstrap = bootstrap
+        artifact = ModelArtifact.load(model_dir)
+        self.replica = FeatureReplica(replica_dir(settings, model_dir), settings, bootstrap)
+        self.service = RankerService(artifact, self.replica, settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="feature-replica", daemon=True)
+        self.error: BaseException | None = None
+
+    @property
+    def version(self) -> str:
+        return self.service.version
+
+    def start(self, catch_up_timeout_s: float = 120.0) -> ServingRuntime:
+        """Apply everything on the feature topics up to now, then follow them in the background."""
+        ends = exact_end_offsets(
+            self.bootstrap, list_partitions(self.bootstrap, (self.replica.item_topic, self.replica.user_topic))
+        )
+        deadline = time.monotonic() + catch_up_timeout_s
+        applied = 0
+        while not self._caught_up(ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"feature replica did not catch up within {catch_up_timeout_s:.0f} s")
+            applied += self.service.sync(timeout_s=0.2)
+        self._thread.start()
+        log.warning(  # one line per start: an operator sees whether the replica resumed or bootstrapped
+            "serving runtime ready",
+            extra={"version": self.version, "items": len(self.service.item_ids), "caught_up_records": applied},
+        )
+        return self
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[RankResponse]:
+        return self.service.rank(requests)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.replica.close()
+
+    def _caught_up(self, ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
+        applied = self.replica.positions()
+        return all(end <= max(low, applied.get(partition, 0)) for partition, (low, end) in ends.items())
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.service.sync(timeout_s=0.1)
+            except Exception as error:  # keep serving the last good state; the log says why it is stale
+                self.error = error
+                log.exception("feature replica update failed; retrying")
+                self._stop.wait(1.0)

@@ -1,0 +1,218 @@
+"""The ranker over live features: one model version's weights and semantic IDs, the replica's items and users.
+
+Items published after training get semantic IDs from the version's frozen RQ-VAE as their feature update
+arrives (``sync``), and are rankable from then on; the assignments are stored in the replica, in the same
+write as the update, so a restarted server gives every item the ID it had. Requests of one batch share one
+encoder pass and one decoder pass: all candidate lists are scored together, all top-k searches run as one
+batched beam search.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.artifact import ModelArtifact
+from models.datasets import build_item_text
+from models.text_encoder import TextEncoder
+from reaseq.contracts import ItemFeatureUpdate, RankRequest, RankResponse, RankSource, ScoredItem
+from reaseq.settings import Settings
+from serving.replica import FeatureReplica, FetchedBatch
+
+log = logging.getLogger(__name__)
+
+ASSIGNED = b"s/"  # replica entries: item id -> "index,code,code,..."
+FRESH_POOL = 1000  # newest items kept for cold-start answers
+
+
+class RankerService:
+    """Answers ``RankRequest`` batches; ``sync`` applies the next feature updates. Thread-safe."""
+
+    def __init__(self, artifact: ModelArtifact, replica: FeatureReplica, settings: Settings) -> None:
+        self.artifact = artifact
+        self.replica = replica
+        self.settings = settings
+        self.ranker = artifact.ranker
+        self.item_ids: list[str] = list(artifact.item_ids)  # index -> id, trained items first
+        self.index_of = {item_id: index for index, item_id in enumerate(self.item_ids)}
+        self._encoder = TextEncoder(artifact.encoder, device=self.ranker.device)
+        self._lock = threading.Lock()
+        self._fresh: list[tuple[str, str]] = []  # (first_seen ISO, item id), newest last
+        self._catalog: set[str] = set()  # items published on the topics (rankable or not)
+        self._popularity: dict[str, int] = {}
+        self.unassignable = 0  # items that cannot get an ID in this version (published IDs have no RQ-VAE)
+        self._restore()
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    # -- live features ------------------------------------------------------------------------
+
+    def sync(self, timeout_s: float = 0.1) -> int:
+        """Fetch, assign IDs to new items, write, and make them rankable; returns records applied."""
+        batch = self.replica.fetch(timeout_s)
+        if not batch:
+            return 0
+        assigned = self._assign([item for item in batch.items.values() if item is not None])
+        extra = {ASSIGNED + item_id.encode(): ",".join(map(str, row)).encode() for item_id, row in assigned.items()}
+        counts = self.replica.write(batch, extra)
+        self._publish(batch, assigned, counts)
+        return len(batch.items) + len(batch.users)
+
+    def _assign(self, items: Sequence[ItemFeatureUpdate]) -> dict[str, tuple[int, ...]]:
+        """Semantic IDs for items this version does not know: index first, then the codes."""
+        new = [item for item in items if item.item_id not in self.index_of]
+        if not new:
+            return {}
+        if self.artifact.ids.model is None:
+            self.unassignable += len(new)
+            log.warning("new items cannot get semantic IDs: the version uses published IDs", extra={"items": len(new)})
+            return {}
+        texts = [build_item_text(item.title, item.description, item.brand, item.categories) for item in new]
+        embeddings = self._encoder.encode(texts)
+        assigned = {}
+        next_index = len(self.item_ids)
+        for item, embedding in zip(new, embeddings, strict=True):
+            try:
+                codes = self.artifact.ids.assign_new(str(next_index), np.asarray(embedding))
+            except ValueError as error:  # a full code prefix: the item waits for a retrained version
+                self.unassignable += 1
+                log.warning("no semantic ID for item", extra={"item_id": item.item_id, "error": str(error)})
+                continue
+            assigned[item.item_id] = (next_index, *codes)
+            next_index += 1
+        return assigned
+
+    def _publish(self, batch: FetchedBatch, assigned: dict[str, tuple[int, ...]], counts: dict[str, int]) -> None:
+        with self._lock:
+            self._add_items(assigned)
+            self._catalog.update(item_id for item_id, item in batch.items.items() if item is not None)
+            self._fresh.extend((item.first_seen.isoformat(), item.item_id) for item in batch.items.values() if item)
+            self._fresh = sorted(set(self._fresh))[-FRESH_POOL:]
+            self._popularity.update(counts)
+
+    def _add_items(self, assigned: dict[str, tuple[int, ...]]) -> None:
+        if not assigned:
+            return
+        for item_id, (index, *_codes) in sorted(assigned.items(), key=lambda pair: pair[1][0]):
+            if index != len(self.item_ids):
+                raise RuntimeError(f"semantic-ID assignments out of order at {item_id} (index {index})")
+            self.item_ids.append(item_id)
+            self.index_of[item_id] = index
+        self.ranker.add_items({index: codes for index, *codes in assigned.values()})
+
+    def _restore(self) -> None:
+        """Re-apply the IDs this replica assigned before, then load popularity and freshness."""
+        assigned = {}
+        for key, raw in self.replica.scan(ASSIGNED):
+            index, *codes = (int(part) for part in raw.decode().split(","))
+            assigned[key[len(ASSIGNED):].decode()] = (index, *codes)
+        for item_id, (index, *codes) in sorted(assigned.items(), key=lambda pair: pair[1][0]):
+            self.artifact.ids.restore(str(index), tuple(codes))
+        self._add_items(assigned)
+        self._popularity = self.replica.popularity()
+        items = list(self.replica.items())
+        self._catalog = {item.item_id for item in items}
+        self._fresh = sorted((item.first_seen.isoformat(), item.item_id) for item in items)[-FRESH_POOL:]
+
+    # -- ranking ------------------------------------------------------------------------------
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[RankResponse]:
+        """Answer a batch: one scoring pass for all candidate lists, one beam search for all top-k requests."""
+        answers: list[RankResponse | None] = [None] * len(requests)
+        scoring: list[tuple[int, list[int]]] = []
+        generating: list[tuple[int, list[int]]] = []
+        with self._lock:
+            for position, request in enumerate(requests):
+                history = self._history(request.user_id)
+                if not history:
+                    answers[position] = self._cold_start(request)
+                elif request.candidates is not None:
+                    scoring.append((position, history))
+                else:
+                    generating.append((position, history))
+            if scoring:
+                self._score(requests, scoring, answers)
+            if generating:
+                self._generate(requests, generating, answers)
+        return [answer for answer in answers if answer is not None]
+
+    def _history(self, user_id: str) -> list[int]:
+        user = self.replica.user(user_id)
+        if user is None:
+            return []
+        return [self.index_of[entry.item_id] for entry in user.history if entry.item_id in self.index_of]
+
+    def _score(
+        self, requests: Sequence[RankRequest], rows: list[tuple[int, list[int]]], answers: list[RankResponse | None]
+    ) -> None:
+        known = [[item for item in requests[p].candidates or [] if item in self.index_of] for p, _ in rows]
+        scores = self.ranker.score(
+            [requests[p].user_id for p, _ in rows],
+            [history for _, history in rows],
+            [[self.index_of[item] for item in items] for items in known],
+        )
+        for (position, _), items, row in zip(rows, known, scores, strict=True):
+            request = requests[position]
+            order = sorted(zip(items, row.tolist(), strict=True), key=lambda pair: -pair[1])
+            unknown = [item for item in request.candidates or [] if item not in self.index_of]
+            answers[position] = self._answer(request, order, RankSource.MODEL, unknown)
+
+    def _generate(
+        self, requests: Sequence[RankRequest], rows: list[tuple[int, list[int]]], answers: list[RankResponse | None]
+    ) -> None:
+        k = max(requests[p].k for p, _ in rows)
+        items, scores = self.ranker.recommend(
+            [requests[p].user_id for p, _ in rows],
+            [history for _, history in rows],
+            k=k,
+            beam_size=max(k, self.settings.serving_beam_size),
+            exclude_history=self.settings.serving_exclude_history,
+        )
+        for (position, _), item_row, score_row in zip(rows, items.tolist(), scores.tolist(), strict=True):
+            request = requests[position]
+            found = [(self.item_ids[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0]
+            answers[position] = self._answer(request, found[: request.k], RankSource.MODEL, [])
+
+    def _cold_start(self, request: RankRequest) -> RankResponse:
+        """Popular and fresh items: scored by popularity (log share), the freshest breaking ties."""
+        total = sum(self._popularity.values()) + 1
+        recency = {item_id: rank for rank, (_, item_id) in enumerate(self._fresh)}
+
+        def key(item_id: str) -> tuple[int, int]:
+            return (self._popularity.get(item_id, 0), recency.get(item_id, -1))
+
+        unknown: list[str] = []
+        if request.candidates is not None:
+            pool = [item for item in request.candidates if item in self.index_of or item in self._catalog]
+            unknown = [item for item in request.candidates if item not in self.index_of and item not in self._catalog]
+        else:
+            popular = sorted(self._popularity, key=key, reverse=True)[: request.k]
+            fresh = [item_id for _, item_id in reversed(self._fresh)][: request.k]
+            pool = list(dict.fromkeys(_interleave(popular, fresh)))[: request.k]
+        ordered = sorted(pool, key=key, reverse=True)
+        scored = [(item, float(np.log((self._popularity.get(item, 0) + 1) / total))) for item in ordered]
+        return self._answer(request, scored, RankSource.COLD_START, unknown)
+
+    def _answer(
+        self, request: RankRequest, scored: list[tuple[str, float]], source: RankSource, unknown: list[str]
+    ) -> RankResponse:
+        return RankResponse(
+            user_id=request.user_id,
+            items=[ScoredItem(item_id=item, score=score) for item, score in scored],
+            unknown=unknown,
+            source=source,
+            model_version=self.version,
+        )
+
+
+def _interleave(first: list[str], second: list[str]) -> list[str]:
+    merged = []
+    for index in range(max(len(first), len(second))):
+        merged.extend(row[index] for row in (first, second) if index < len(row))
+    return merged
+

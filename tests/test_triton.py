@@ -1,0 +1,214 @@
+"""Triton serving end to end: real broker, stream worker and tritonserver; a tiny ranker trained on the topics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from infra.broker import EmbeddedBroker
+from infra.provision import provision
+from infra.stack import spawn_worker, stop_process
+from infra.triton import ModelRepository, TritonServer, promote, rollback, served_version
+from models.datasets import load_from_topics
+from models.rqvae import RQVAEConfig
+from models.tiger import TigerConfig
+from models.train import TrainConfig, train
+from reaseq.contracts import CatalogItem, Interaction, InteractionKind, RankRequest, RankSource
+from reaseq.settings import Settings
+from reaseq.synthetic import SyntheticWorld, generate
+from reaseq.topics import EVENTS, ITEMS, USER_FEATURES, topic_name
+from serving.client import RankClient, RankRequestError
+from tests.support import TopicReader, latest_by_key, send_contracts
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Served:
+    settings: Settings
+    bootstrap: str
+    world: SyntheticWorld
+    triton: TritonServer
+    first_version: Path
+
+    def client(self, protocol: str = "grpc") -> RankClient:
+        endpoints = self.triton.endpoints
+        return RankClient(endpoints.grpc_url if protocol == "grpc" else endpoints.http_url, protocol)  # type: ignore[arg-type]
+
+
+def train_tiny(settings: Settings, bootstrap: str, root: Path, seed: int) -> Path:
+    config = TrainConfig(
+        dataset=Path("topics"),
+        rqvae=RQVAEConfig(codebook_size=8, epochs=20, batch_size=128),
+        ranker=TigerConfig(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_encoder_layers=1, num_decoder_layers=1),
+        epochs=2,
+        eval_every=1,
+        batch_size=64,
+        beam_size=10,
+        seed=seed,
+    )
+    return train(config, root / "store", settings.state_dir, data=load_from_topics(settings, bootstrap))
+
+
+@pytest.fixture(scope="module")
+def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("serving")
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{tag}.", app_id=f"reaseq-{tag}", state_dir=root / "state", log_level="INFO"
+    )
+    bootstrap = broker.bootstrap
+    provision(settings, bootstrap, 1)
+    worker = spawn_worker(settings, bootstrap, 1, "w0")
+    world = generate(120, 40, 800, seed=3)
+    send_contracts(bootstrap, topic_name(settings, ITEMS), world.items, lambda m: m.item_id)  # type: ignore[attr-defined]
+    send_contracts(bootstrap, topic_name(settings, EVENTS), world.interactions, lambda m: m.user_id)  # type: ignore[attr-defined]
+    users = {interaction.user_id for interaction in world.interactions}
+    reader = TopicReader(bootstrap, topic_name(settings, USER_FEATURES))
+    reader.wait_for(lambda records: len(latest_by_key(records)) == len(users), timeout_s=120)
+    reader.close()
+    version = train_tiny(settings, bootstrap, root, seed=1)
+    ModelRepository(settings).publish(version)
+    triton = TritonServer(settings, bootstrap).start()
+    try:
+        yield Served(settings, bootstrap, world, triton, version)
+    finally:
+        triton.stop()
+        stop_process(worker.pid, timeout_s=15)
+
+
+def history_of(world: SyntheticWorld, user: str) -> set[str]:
+    return {i.item_id for i in world.interactions if i.user_id == user}
+
+
+def test_ranks_known_users_and_answers_unknown_ones(served: Served) -> None:
+    client = served.client()
+    user = served.world.interactions[0].user_id
+    top = client.rank(user, k=5)
+    assert top.source is RankSource.MODEL and len(top.items) == 5
+    ids = [item.item_id for item in top.items]
+    assert len(set(ids)) == 5 and not set(ids) & history_of(served.world, user)  # history excluded
+    assert [i.score for i in top.items] == sorted((i.score for i in top.items), reverse=True)
+
+    candidates = [served.world.items[7].item_id, "no-such-item", served.world.items[3].item_id]
+    scored = client.rank(user, candidates=candidates)
+    assert {i.item_id for i in scored.items} == {candidates[0], candidates[2]}
+    assert scored.unknown == ["no-such-item"]
+    assert scored.items[0].score >= scored.items[1].score
+
+    cold = client.rank("someone-new", k=4)
+    assert cold.source is RankSource.COLD_START and len(cold.items) == 4
+    assert served.client("http").rank(user, k=5) == top  # both protocols, same answer
+
+
+def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
+    client = served.client()
+    now = datetime.now(timezone.utc)
+    new_item = CatalogItem(
+        item_id=f"fresh-{uuid.uuid4().hex[:6]}",
+        title="Ultralight waterproof trail jacket",
+        brand="Copperleaf",
+        categories=["Outdoors", "Jackets"],
+        event_time=now,
+    )
+    known = served.world.interactions[0]
+    send_contracts(served.bootstrap, topic_name(served.settings, ITEMS), [new_item], lambda m: m.item_id)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while (answer := client.rank(known.user_id, candidates=[new_item.item_id])).unknown:
+        assert time.monotonic() < deadline, "new item never became rankable"
+        time.sleep(0.2)
+    assert [i.item_id for i in answer.items] == [new_item.item_id] and answer.source is RankSource.MODEL
+
+    newcomer = f"user-new-{uuid.uuid4().hex[:6]}"
+    assert client.rank(newcomer, k=3).source is RankSource.COLD_START
+    click = Interaction(user_id=newcomer, item_id=new_item.item_id, kind=InteractionKind.PURCHASE, event_time=now + timedelta(seconds=1))
+    send_contracts(served.bootstrap, topic_name(served.settings, EVENTS), [click], lambda m: m.user_id)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while (answer := client.rank(newcomer, k=3)).source is RankSource.COLD_START:
+        assert time.monotonic() < deadline, "new interaction never reached the ranker"
+        time.sleep(0.2)
+    assert len(answer.items) == 3 and new_item.item_id not in {i.item_id for i in answer.items}
+
+
+def test_restart_resumes_the_replica_and_answers_the_same(served: Served) -> None:
+    client = served.client()
+    users = sorted({i.user_id for i in served.world.interactions})[:6]
+    candidates = [item.item_id for item in served.world.items[:20]]
+    before = [(client.rank(u, k=5), client.rank(u, candidates=candidates)) for u in users]
+    served.triton.stop()
+    served.triton.start()
+    client = served.client()
+    after = [(client.rank(u, k=5), client.rank(u, candidates=candidates)) for u in users]
+    assert after == before
+    starts = [
+        json.loads(line) for line in served.triton.log_path.read_text().splitlines()
+        if line.startswith("{") and "serving runtime ready" in line
+    ]
+    assert starts[-1]["caught_up_records"] == 0  # resumed from its stored offsets, re-read nothing
+
+
+def test_malformed_requests_get_clear_errors(served: Served) -> None:
+    raw = triton_http.InferenceServerClient(served.triton.endpoints.http_url)
+
+    def infer(**arrays: np.ndarray) -> str:
+        inputs = []
+        for name, array in arrays.items():
+            tensor = triton_http.InferInput(name, list(array.shape), "BYTES" if array.dtype == np.object_ else "INT32")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException) as caught:
+            raw.infer("ranker", inputs)
+        return caught.value.message()
+
+    assert "USER_ID" in infer(K=np.array([[5]], dtype=np.int32))
+    assert "k" in infer(USER_ID=np.array([[b"u"]], dtype=np.object_), K=np.array([[0]], dtype=np.int32))
+    assert "one user id" in infer(USER_ID=np.array([[b"a"], [b"b"]], dtype=np.object_))
+    assert "user_id" in infer(USER_ID=np.array([[b""]], dtype=np.object_))
+    with pytest.raises(RankRequestError, match="k"):  # the client maps the server's refusal, without retrying
+        served.client().send(RankRequest.model_construct(user_id="u", candidates=None, k=1000))
+    assert served.client().rank("someone", k=2).source is RankSource.COLD_START  # the server is fine
+
+
+def test_promote_swaps_versions_without_failing_requests_and_rollback_restores(served: Served, tmp_path: Path) -> None:
+    second = train_tiny(served.settings, served.bootstrap, tmp_path, seed=2)
+    client = served.client()
+    user = served.world.interactions[0].user_id
+    first_name = client.rank(user, k=3).model_version
+    failures: list[BaseException] = []
+    versions_seen: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        own = served.client()
+        while not stop.is_set():
+            try:
+                versions_seen.add(own.rank(user, k=3).model_version)
+            except BaseException as error:  # noqa: BLE001 - any failure fails the test
+                failures.append(error)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        number = promote(served.settings, served.triton.endpoints, second)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        sender.join()
+    assert not failures
+    assert served_version(served.triton.endpoints) == number
+    new_name = client.rank(user, k=3).model_version
+    assert new_name.endswith(second.name) and versions_seen >= {first_name, new_name}
+    restored = rollback(served.settings, served.triton.endpoints)
+    assert served_version(served.triton.endpoints) == restored
+    assert client.rank(user, k=3).model_version == first_name
