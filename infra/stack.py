@@ -1,4 +1,4 @@
-"""The local stack: the embedded broker (unless KAFKA_BOOTSTRAP is set) and stream worker processes.
+"""The local stack: the embedded broker (unless KAFKA_BOOTSTRAP is set), stream workers and Triton.
 
 A run file under ``<state_dir>/run/`` records what is running, so that CLI commands started later
 (publish, status, replay, down) find the broker and the workers.
@@ -32,10 +32,20 @@ class WorkerProcess:
 
 
 @dataclass
+class TritonProcess:
+    pid: int
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+
+@dataclass
 class RunState:
     bootstrap: str
     broker_pid: int | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
+    triton: TritonProcess | None = None
 
 
 def run_dir(settings: Settings) -> Path:
@@ -61,6 +71,8 @@ def load_run_state(settings: Settings) -> RunState | None:
     body = json.loads(path.read_text())
     state = RunState(bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"))
     state.workers = [WorkerProcess(**w) for w in body.get("workers", []) if pid_alive(w["pid"])]
+    triton = body.get("triton")
+    state.triton = TritonProcess(**triton) if triton and pid_alive(triton["pid"]) else None
     return state
 
 
@@ -124,8 +136,11 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
         pass
 
 
-def start_stack(settings: Settings, workers: int, generation: int) -> RunState:
-    """Start broker (unless external) and workers, detached; record them in the run file."""
+def start_stack(settings: Settings, workers: int, generation: int, serve: bool = True) -> RunState:
+    """Start broker (unless external), workers and, with ``serve`` and a trained model, Triton; all detached.
+
+    Triton serves the repository's newest ranker version, or the model store's newest when none was published.
+    """
     existing = load_run_state(settings)
     if existing and existing.broker_pid and pid_alive(existing.broker_pid):
         raise StackError(f"a local stack is already running (broker pid {existing.broker_pid}); `reaseq down` first")
@@ -143,14 +158,41 @@ def start_stack(settings: Settings, workers: int, generation: int) -> RunState:
         WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)
     ]
     save_run_state(settings, state)
+    if serve:
+        start_serving(settings, state)
     return state
 
 
+def start_serving(settings: Settings, state: RunState, model_dir: Path | None = None) -> TritonProcess | None:
+    """Start Triton in the running stack, serving ``model_dir`` (published as the next version) or else the
+    repository's newest version, or the model store's newest; None when there is no trained model at all."""
+    from infra.triton import ModelRepository, TritonServer
+    from models.artifact import list_versions
+
+    repository = ModelRepository(settings)
+    if model_dir is None and repository.newest() is None:
+        trained = list_versions(settings.model_store)
+        model_dir = trained[-1] if trained else None
+        if model_dir is None:
+            return None
+    if model_dir is not None:
+        repository.publish(model_dir)
+    server = TritonServer(settings, state.bootstrap)
+    server.start()
+    assert server.process is not None
+    endpoints = server.endpoints
+    state.triton = TritonProcess(server.process.pid, endpoints.host, endpoints.http_port, endpoints.grpc_port, endpoints.metrics_port)
+    save_run_state(settings, state)
+    return state.triton
+
+
 def stop_stack(settings: Settings) -> RunState | None:
-    """Stop the workers, then the broker, of the running local stack."""
+    """Stop Triton, the workers, then the broker, of the running local stack."""
     state = load_run_state(settings)
     if state is None:
         return None
+    if state.triton:
+        stop_process(state.triton.pid)
     for worker in state.workers:
         stop_process(worker.pid)
     if state.broker_pid:

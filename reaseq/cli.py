@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from reaseq.settings import get_settings
+
+if TYPE_CHECKING:
+    from infra.triton import TritonEndpoints
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -56,16 +60,25 @@ def provision() -> None:
 
 
 @app.command()
-def up(workers: Annotated[int, typer.Option(min=1)] = 1) -> None:
-    """Start the local stack in the background: embedded broker (unless KAFKA_BOOTSTRAP) and stream workers."""
+def up(
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    serve: Annotated[bool, typer.Option(help="Start Triton with the newest trained ranker, if there is one.")] = True,
+) -> None:
+    """Start the local stack in the background: embedded broker (unless KAFKA_BOOTSTRAP), stream workers, Triton."""
     from infra.stack import StackError, start_stack
+    from infra.triton import TritonError
 
     try:
-        state = start_stack(get_settings(), workers, generation=1)
-    except StackError as exc:
+        state = start_stack(get_settings(), workers, generation=1, serve=serve)
+    except (StackError, TritonError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     console.print(f"stack up: broker {state.bootstrap}, workers {[w.pid for w in state.workers]}")
+    if state.triton:
+        t = state.triton
+        console.print(f"triton: grpc {t.host}:{t.grpc_port}, http {t.host}:{t.http_port}, metrics http://{t.host}:{t.metrics_port}/metrics")
+    elif serve:
+        console.print("[yellow]no trained ranker yet: `reaseq train ...`, then `reaseq down` and `reaseq up` to serve it[/yellow]")
 
 
 @app.command()
@@ -117,18 +130,151 @@ def replay(
 
 @app.command()
 def train(
-    dataset: Annotated[Path, typer.Argument(exists=True, help="A dataset folder or file (LC-Rec or S3-Rec format).")],
+    dataset: Annotated[
+        Path | None, typer.Argument(exists=True, help="A dataset folder or file (LC-Rec or S3-Rec format).")
+    ] = None,
+    from_topics: Annotated[bool, typer.Option(help="Train on the local stack's items and events topics instead.")] = False,
+    config: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="JSON of TrainConfig fields (model sizes, epochs...).")
+    ] = None,
     ids: Annotated[str, typer.Option(help="'rqvae' (our own, from item text) or 'published' (*.rqvae-index.json).")] = "rqvae",
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
-    out: Annotated[Path, typer.Option(help="Model directory root; a new version folder is written under it.")] = Path("model_store"),
+    epochs: Annotated[int | None, typer.Option(min=1, help="Overrides the config's epochs (default 200).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Model store root (default: REASEQ_MODEL_STORE).")] = None,
 ) -> None:
     """Train semantic IDs and the generative ranker on a dataset, evaluate, and write a model version."""
+    import json
+
+    from models.datasets import load_from_topics
     from models.train import TrainConfig, train as run_training
 
+    if (dataset is None) == (not from_topics):
+        raise typer.BadParameter("give a DATASET or --from-topics, not both")
     settings = get_settings()
-    version = run_training(TrainConfig(dataset=dataset, ids=ids, epochs=epochs), out, settings.state_dir)
+    fields = json.loads(config.read_text()) if config else {}
+    fields.update(dataset=dataset or Path("topics"), ids=ids, **({"epochs": epochs} if epochs else {}))
+    data = load_from_topics(settings, _bootstrap()) if from_topics else None
+    version = run_training(TrainConfig.model_validate(fields), out or settings.model_store, settings.state_dir, data)
     console.print(f"model version written to {version}")
     console.print((version / "metrics.json").read_text())
+
+
+def _triton_endpoints() -> TritonEndpoints:
+    from infra.stack import load_run_state
+    from infra.triton import TritonEndpoints
+
+    state = load_run_state(get_settings())
+    if state is None or state.triton is None:
+        console.print("[red]Triton is not running: `reaseq up` starts it once a ranker is trained[/red]")
+        raise typer.Exit(2)
+    t = state.triton
+    return TritonEndpoints(t.host, t.http_port, t.grpc_port, t.metrics_port)
+
+
+@app.command()
+def rank(
+    user: Annotated[str, typer.Option(help="The user to rank for.")],
+    candidate: Annotated[list[str] | None, typer.Option(help="A candidate item id (repeat); none: generate the top k.")] = None,
+    k: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
+    url: Annotated[str | None, typer.Option(help="host:port of Triton; default: the local stack's.")] = None,
+) -> None:
+    """Ask the served ranker for a user's top k, or to score candidates."""
+    from serving.client import RankClient, RankRequestError, RankUnavailableError
+
+    if protocol not in ("grpc", "http"):
+        raise typer.BadParameter("protocol must be grpc or http")
+    if url is None:
+        endpoints = _triton_endpoints()
+        url = endpoints.grpc_url if protocol == "grpc" else endpoints.http_url
+    try:
+        answer = RankClient(url, protocol).rank(user, candidate, k)  # type: ignore[arg-type]
+    except (RankRequestError, RankUnavailableError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"{answer.user_id}: {answer.source.value}, model {answer.model_version}")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("score", justify="right")
+    for position, item in enumerate(answer.items, 1):
+        table.add_row(str(position), item.item_id, f"{item.score:.4f}")
+    console.print(table)
+    if answer.unknown:
+        console.print(f"unknown candidates: {', '.join(answer.unknown)}")
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Trained model versions and the one Triton serves.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Model store versions, their test metrics, and which Triton version points at each."""
+    import json
+
+    from infra.triton import ModelRepository
+    from models.artifact import list_versions
+
+    settings = get_settings()
+    published = {path.resolve(): number for number, path in ModelRepository(settings).versions().items()}
+    table = Table(title=f"model store {settings.model_store}")
+    for column in ("version", "triton", "recall@10", "ndcg@10"):
+        table.add_column(column)
+    for path in list_versions(settings.model_store):
+        metrics_file = path / "metrics.json"
+        test = json.loads(metrics_file.read_text()).get("test", {}) if metrics_file.exists() else {}
+        number = published.get(path.resolve())
+        table.add_row(
+            f"{path.parent.name}/{path.name}",
+            "" if number is None else str(number),
+            f"{test.get('recall@10', float('nan')):.4f}",
+            f"{test.get('ndcg@10', float('nan')):.4f}",
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[Path | None, typer.Argument(help="A model version directory; default: the newest trained.")] = None,
+) -> None:
+    """Serve a model version: a running Triton loads it beside the current one and switches without failing
+    requests; in a local stack without Triton yet, Triton is started with it."""
+    from infra.stack import load_run_state, start_serving
+    from infra.triton import TritonEndpoints, TritonError, promote
+    from models.artifact import list_versions
+
+    settings = get_settings()
+    trained = list_versions(settings.model_store)
+    target = version or (trained[-1] if trained else None)
+    if target is None:
+        console.print("[red]no trained model version: `reaseq train` first[/red]")
+        raise typer.Exit(2)
+    state = load_run_state(settings)
+    try:
+        if state is not None and state.triton is None:
+            triton = start_serving(settings, state, target)
+            assert triton is not None
+            console.print(f"Triton started: grpc {triton.host}:{triton.grpc_port}, http {triton.host}:{triton.http_port}")
+            endpoints = TritonEndpoints(triton.host, triton.http_port, triton.grpc_port, triton.metrics_port)
+        else:
+            endpoints = _triton_endpoints()
+            promote(settings, endpoints, target)
+    except TritonError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Triton serves {target}")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Go back to the previously served version."""
+    from infra.triton import TritonError, rollback
+
+    try:
+        number = rollback(get_settings(), _triton_endpoints())
+    except TritonError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Triton serves version {number} again")
 
 
 @app.command()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 import uuid
 from datetime import datetime, timezone
@@ -26,10 +27,21 @@ def reaseq(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def isolated_env(tmp_path: Path, tag: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "REASEQ_STATE_DIR": str(tmp_path / "state"),
+        "REASEQ_MODEL_STORE": str(tmp_path / "store"),
+        "REASEQ_TOPIC_PREFIX": f"c{tag}.",
+        "REASEQ_APP_ID": f"cli-{tag}",
+    }
+    env.pop("KAFKA_BOOTSTRAP", None)
+    return env
+
+
 def test_up_publish_status_replay_down(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
-    env = {**os.environ, "REASEQ_STATE_DIR": str(tmp_path / "state"), "REASEQ_TOPIC_PREFIX": f"c{tag}.", "REASEQ_APP_ID": f"cli-{tag}"}
-    env.pop("KAFKA_BOOTSTRAP", None)
+    env = isolated_env(tmp_path, tag)
     settings = Settings(state_dir=tmp_path / "state", topic_prefix=f"c{tag}.", app_id=f"cli-{tag}")
     world = generate(n_items=20, n_users=10, n_events=200, seed=3)
     items, events = tmp_path / "items.jsonl", tmp_path / "events.jsonl"
@@ -68,6 +80,50 @@ def test_up_publish_status_replay_down(tmp_path: Path) -> None:
         latest_versions = lambda rs: {k: UserFeatureUpdate.model_validate_json(v).version for k, v in latest_by_key(rs).items()}  # noqa: E731
         # Histories of generation 3 hold only the interactions published after the cut.
         reader.wait_for(lambda rs: {k: latest_versions(rs)[k] for k in expected} == dict(expected))
+    finally:
+        reaseq(env, "down")
+    assert not (tmp_path / "state" / "run" / "stack.json").exists()
+
+
+TINY_TRAINING = {
+    "rqvae": {"codebook_size": 8, "epochs": 20, "batch_size": 128},
+    "ranker": {"d_model": 32, "d_kv": 16, "num_heads": 2, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
+    "epochs": 2,
+    "eval_every": 1,
+    "batch_size": 64,
+    "beam_size": 10,
+}
+
+
+def test_up_train_promote_rank_down(tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    env = isolated_env(tmp_path, tag)
+    world = generate(n_items=60, n_users=20, n_events=400, seed=5)
+    items, events, config = tmp_path / "items.jsonl", tmp_path / "events.jsonl", tmp_path / "tiny.json"
+    items.write_bytes(b"\n".join(encode(i) for i in world.items) + b"\n")
+    events.write_bytes(b"\n".join(encode(i) for i in world.interactions) + b"\n")
+    config.write_text(json.dumps(TINY_TRAINING))
+
+    assert "no trained ranker yet" in reaseq(env, "up")
+    try:
+        reaseq(env, "publish", "items", str(items))
+        reaseq(env, "publish", "events", str(events))
+        bootstrap = json.loads((tmp_path / "state" / "run" / "stack.json").read_text())["bootstrap"]
+        settings = Settings(state_dir=tmp_path / "state", topic_prefix=f"c{tag}.", app_id=f"cli-{tag}")
+        users = {i.user_id for i in world.interactions}
+        TopicReader(bootstrap, topic_name(settings, USER_FEATURES)).wait_for(lambda rs: len(latest_by_key(rs)) == len(users))
+        assert "model version written" in reaseq(env, "train", "--from-topics", "--config", str(config))
+        assert "Triton started" in reaseq(env, "models", "promote")
+        user = world.interactions[0].user_id
+        ranked = reaseq(env, "rank", "--user", user, "--k", "3")
+        assert f"{user}: model" in ranked and ranked.count("item-") == 3
+        scored = reaseq(env, "rank", "--user", user, "--candidate", world.items[0].item_id, "--candidate", "nope", "--protocol", "http")
+        assert world.items[0].item_id in scored and "unknown candidates: nope" in scored
+        listed = reaseq(env, "models", "list")
+        assert f"c{tag}/" in listed and " 1 " in listed  # the version Triton serves as its version 1
+        metrics_port = json.loads((tmp_path / "state" / "run" / "stack.json").read_text())["triton"]["metrics_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            assert b'nv_inference_request_success{model="ranker"' in response.read()
     finally:
         reaseq(env, "down")
     assert not (tmp_path / "state" / "run" / "stack.json").exists()
