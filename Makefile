@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test bench-stream bench-quality clean
+.PHONY: setup demo test bench-stream bench-quality bench-serving clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ test: setup
 
 bench-stream: setup
 	$(BIN)/python -m benchmarks.stream
+
+bench-serving: setup
+	$(BIN)/python -m benchmarks.serving
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality

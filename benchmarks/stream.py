@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -41,6 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
 from infra.stack import run_dir, spawn_worker, stop_process
@@ -130,11 +129,6 @@ def publish(out: Producer, topic: str, records: Iterable[tuple[bytes, bytes]]) -
 
 
 # --- measurements -----------------------------------------------------------------------------------------
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 async def assigned_consumer(bootstrap: str, topic: str, partitions: int, **config: Any) -> AIOKafkaConsumer:
@@ -290,18 +284,6 @@ async def offer_load(
 
 
 # --- the run ----------------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": models[0] if models else platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def worker_log_tail(settings: Settings, lines: int = 20) -> str:

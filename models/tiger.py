@@ -55,6 +55,12 @@ class SemanticIdTokenizer:
         self.offsets = [NUM_SPECIAL + sum(self.codes_per_level[:level]) for level in range(self.num_levels)]
         self.user_offset = NUM_SPECIAL + sum(self.codes_per_level)
         self.vocab_size = self.user_offset + num_user_buckets
+        # item index -> its L code tokens (-1 rows where no item has that index): vectorised target lookup
+        self.target_table = torch.full((max(self.item_codes, default=-1) + 1, self.num_levels), -1, dtype=torch.long)
+        if self.item_codes:
+            items = torch.tensor(list(self.item_codes), dtype=torch.long)
+            codes = torch.tensor(list(self.item_codes.values()), dtype=torch.long)
+            self.target_table[items] = codes + torch.tensor(self.offsets, dtype=torch.long)
 
     @property
     def num_levels(self) -> int:
@@ -256,27 +262,33 @@ class TigerRanker(torch.nn.Module):
     ) -> list[torch.Tensor]:
         """Log-likelihood of each candidate's code sequence given the user's history, -inf for unknown items.
 
-        One decoder pass scores all candidates of all users; memory grows with B x max candidates x L x vocab.
+        The decoder walks the candidates' prefix trie level by level with a key/value cache, so a prefix that
+        several candidates share (the start token for all of them, often a first code) is decoded once.
         """
         levels = self.tokenizer.num_levels
         width = max((len(row) for row in candidates), default=0)
         if width == 0:
             return [torch.empty(0) for _ in candidates]
-        targets = torch.full((len(candidates), width, levels), PAD, dtype=torch.long)
-        known = torch.zeros((len(candidates), width), dtype=torch.bool)
-        for row, items in enumerate(candidates):
-            for column, item in enumerate(items):
-                if item in self.tokenizer.item_codes:
-                    targets[row, column] = torch.tensor(self.tokenizer.encode_target(item))
-                    known[row, column] = True
-        targets = targets.to(self.device)
-        inputs = torch.cat([torch.full_like(targets[..., :1], PAD), targets[..., :-1]], dim=-1)
+        size = len(candidates)
+        table = self.tokenizer.target_table
+        items = _pad_rows(candidates, torch.device("cpu"))
+        items = items.masked_fill((items < 0) | (items >= table.size(0)), -1)
+        known = items >= 0
+        known[known.clone()] = table[items[known], 0] >= 0
+        targets = table[items.clamp(min=0)].masked_fill(~known.unsqueeze(-1), PAD).to(self.device)
         with self._evaluating():
             memory = self._encode(self.batch(users, histories))
-            hidden, _ = self._decode(inputs, memory)
-            log_probs = self.model.lm_head(hidden).log_softmax(-1)
-        totals = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1).cpu()
-        totals = totals.masked_fill(~known, float("-inf"))
+            tokens = torch.full((size, 1, 1), PAD, dtype=torch.long, device=self.device)
+            node = torch.zeros((size, width), dtype=torch.long, device=self.device)  # each candidate's prefix row
+            totals = torch.zeros((size, width), device=self.device)
+            past = None
+            for level in range(levels):
+                hidden, past = self._decode(tokens, memory, past)
+                log_probs = self.model.lm_head(hidden[:, :, -1]).log_softmax(-1)  # [B, prefixes, vocab]
+                totals += log_probs[torch.arange(size, device=self.device)[:, None], node, targets[..., level]]
+                if level + 1 < levels:
+                    tokens, node, past = _extend_prefixes(node, targets[..., level], log_probs.size(-1), past)
+        totals = totals.cpu().masked_fill(~known, float("-inf"))
         return [totals[row, : len(items)] for row, items in enumerate(candidates)]
 
     def add_items(self, item_codes: Mapping[int, Sequence[int]]) -> None:
@@ -400,6 +412,25 @@ class TigerRanker(torch.nn.Module):
             past = [(key[rows], value[rows]) for key, value in past]
             tokens = (picked % width + offset).unsqueeze(-1)
         return nodes.masked_fill(scores == float("-inf"), -1), scores
+
+
+def _extend_prefixes(
+    node: torch.Tensor, token: torch.Tensor, vocab: int, past: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The next level of the candidates' prefix trie: its distinct prefixes per user (padded to the widest user),
+    each candidate's row among them, and the key/value cache of each row's parent prefix."""
+    size, rows = node.size(0), past[0][0].size(0) // node.size(0)
+    keys = node * vocab + token  # a prefix = (parent row, appended token)
+    distinct = [torch.unique(row, return_inverse=True) for row in keys]
+    widest = max(values.numel() for values, _ in distinct)
+    prefixes = torch.zeros((size, widest), dtype=torch.long, device=node.device)  # padding repeats row 0's prefix
+    for row, (values, _) in enumerate(distinct):
+        prefixes[row, : values.numel()] = values
+        prefixes[row, values.numel():] = values[0]
+    next_node = torch.stack([inverse for _, inverse in distinct])
+    parents = (torch.arange(size, device=node.device)[:, None] * rows + prefixes // vocab).flatten()
+    cache = [(key[parents], value[parents]) for key, value in past]
+    return (prefixes % vocab).unsqueeze(-1), next_node, cache
 
 
 def _pad_rows(rows: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
