@@ -1,4 +1,5 @@
-# The image of every reaseq process (provision, stream workers); compose.yaml builds it.
+# The image of every reaseq process (provision, stream workers, Triton with the ranker); compose.yaml builds it.
+# nvidia-pytriton brings the tritonserver binary, so Triton runs from this image too.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -27,10 +27,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -66,7 +68,9 @@ console = Console()
 Call = Callable[[RankRequest], RankResponse]
 
 
-def run_cell(calls: list[Call], requests: list[RankRequest], seconds: float, warmup_s: float) -> dict[str, float]:
+def run_cell(
+    calls: list[Call], requests: list[RankRequest], seconds: float, warmup_s: float, thread_init: Callable[[], None] | None
+) -> dict[str, float]:
     """One thread per call function, each sending one request at a time, round robin over ``requests``."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -75,6 +79,8 @@ def run_cell(calls: list[Call], requests: list[RankRequest], seconds: float, war
     measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
 
     def loop(call: Call, offset: int) -> None:
+        if thread_init is not None:
+            thread_init()
         own: list[float] = []
         index = offset
         while (now := time.perf_counter()) < stop_at:
@@ -115,11 +121,17 @@ def request_sets(world: SyntheticWorld, seed: int) -> dict[str, list[RankRequest
     }
 
 
-def measure_grid(make_calls: Callable[[int], list[Call]], sets: dict[str, list[RankRequest]], args: argparse.Namespace, label: str) -> dict[str, Any]:
+def measure_grid(
+    make_calls: Callable[[int], list[Call]],
+    sets: dict[str, list[RankRequest]],
+    args: argparse.Namespace,
+    label: str,
+    thread_init: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     grid: dict[str, Any] = {}
     for mode, requests in sets.items():
         for concurrency in CONCURRENCY:
-            cell = run_cell(make_calls(concurrency), requests, args.seconds, args.warmup)
+            cell = run_cell(make_calls(concurrency), requests, args.seconds, args.warmup, thread_init)
             grid[f"c{concurrency}_{mode}"] = cell
             console.print(f"  {label} c={concurrency:<2} {mode:<13} p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  {cell['throughput_rps']:7.1f} req/s  errors {cell['errors']}")
     return grid
@@ -172,7 +184,9 @@ def measure_size(name: str, settings: Settings, bootstrap: str, world: Synthetic
     # In-process: its own replica folder, closed before Triton starts so both never compete for the CPU.
     runtime = ServingRuntime(model_dir, settings.model_copy(update={"state_dir": root / f"inprocess-{name}"}), bootstrap).start()
     try:
-        inprocess = measure_grid(lambda c: [lambda r: runtime.rank([r])[0]] * c, sets, args, "in-process")
+        # one torch thread per caller thread: its fastest in-process setting here (see ServingRuntime)
+        single = partial(torch.set_num_threads, 1)
+        inprocess = measure_grid(lambda c: [lambda r: runtime.rank([r])[0]] * c, sets, args, "in-process", single)
     finally:
         runtime.close()
 

@@ -134,8 +134,8 @@ def endpoints_for(settings: Settings) -> TritonEndpoints:
     )
 
 
-def start_triton(settings: Settings, bootstrap: str, endpoints: TritonEndpoints, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start tritonserver serving the newest published version of the ranker (publish one first)."""
+def triton_command(settings: Settings, bootstrap: str, endpoints: TritonEndpoints) -> tuple[list[str], dict[str, str]]:
+    """The tritonserver command line and environment serving the repository's newest ranker version."""
     repository = ModelRepository(settings)
     if repository.newest() is None:
         raise TritonError("no ranker version in the Triton repository: publish a model directory first")
@@ -160,9 +160,32 @@ def start_triton(settings: Settings, bootstrap: str, endpoints: TritonEndpoints,
         "--allow-metrics=true",
         "--exit-timeout-secs=15",
     ]
+    return command, env
+
+
+def start_triton(settings: Settings, bootstrap: str, endpoints: TritonEndpoints, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start tritonserver in the background, logging to ``log_path``."""
+    command, env = triton_command(settings, bootstrap, endpoints)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def exec_triton(settings: Settings, bootstrap: str) -> None:
+    """Replace this process with tritonserver (containers: it then receives the stop signal itself).
+
+    With an empty repository, the model store's newest version is published first.
+    """
+    from models.artifact import list_versions
+
+    repository = ModelRepository(settings)
+    if repository.newest() is None:
+        trained = list_versions(settings.model_store)
+        if not trained:
+            raise TritonError(f"no trained model version under {settings.model_store}: `reaseq train` first")
+        repository.publish(trained[-1])
+    command, env = triton_command(settings, bootstrap, endpoints_for(settings))
+    os.execve(command[0], command, env)
 
 
 def admin_client(endpoints: TritonEndpoints, timeout_s: float = 300.0) -> triton_http.InferenceServerClient:

@@ -83,8 +83,9 @@ class SemanticIdTable:
         for key, prefix in zip(keys, map(tuple, codes.tolist())):
             ids[key] = (*prefix, next_free[prefix])
             next_free[prefix] += 1
-        # The collision level gets at least a full codebook's room so later items fit the ranker's vocabulary.
-        collision_codes = max(model.config.codebook_size, max(next_free.values(), default=0))
+        # The collision level gets at least a full codebook, and twice the fullest prefix, so items arriving later
+        # still fit the ranker's vocabulary (it is fixed at training).
+        collision_codes = max(model.config.codebook_size, 2 * max(next_free.values(), default=0))
         codes_per_level = [model.config.codebook_size] * model.config.levels + [collision_codes]
         return cls(ids, codes_per_level, _version(model, ids), model)
 

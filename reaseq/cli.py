@@ -158,6 +158,18 @@ def train(
     console.print((version / "metrics.json").read_text())
 
 
+@app.command()
+def serve() -> None:
+    """Run Triton in the foreground with the newest ranker version (containers; `reaseq up` runs it detached)."""
+    from infra.triton import TritonError, exec_triton
+
+    try:
+        exec_triton(get_settings(), _bootstrap())
+    except TritonError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _triton_endpoints() -> TritonEndpoints:
     from infra.stack import load_run_state
     from infra.triton import TritonEndpoints

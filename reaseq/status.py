@@ -1,4 +1,4 @@
-"""What `reaseq status` reports: topics and their end offsets, consumer lag, local store sizes."""
+"""What `reaseq status` reports: topics and their end offsets, consumer lag, local store sizes, Triton."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class Status:
     topics: list[TopicStatus]
     lag: dict[str, int]  # per input topic of the serving generation's consumer group
     stores: dict[str, int]  # local RocksDB folder -> bytes
+    serving: str  # Triton's health and the ranker version it serves, in words
 
 
 def _folder_bytes(path: Path) -> int:
@@ -52,7 +53,26 @@ def collect(settings: Settings, bootstrap: str) -> Status:
     lag = group_lag(bootstrap, settings.app_name(generation), inputs)
     stores_root = worker_datadir(settings, generation, "x").parent
     stores = {str(p): _folder_bytes(p) for p in sorted(stores_root.glob("*")) if p.is_dir()} if stores_root.exists() else {}
-    return Status(bootstrap, generation, topics, lag, stores)
+    return Status(bootstrap, generation, topics, lag, stores, _serving(settings))
+
+
+def _serving(settings: Settings) -> str:
+    from infra.stack import load_run_state
+    from infra.triton import ModelRepository, TritonEndpoints, served_version
+
+    state = load_run_state(settings)
+    if state is None or state.triton is None:
+        return "Triton: not running in the local stack"
+    t = state.triton
+    endpoints = TritonEndpoints(t.host, t.http_port, t.grpc_port, t.metrics_port)
+    try:
+        version = served_version(endpoints)
+    except Exception as error:  # the status of a broken server is what the operator asked for
+        return f"Triton (pid {t.pid}, grpc {endpoints.grpc_url}): not answering: {error}"
+    if version is None:
+        return f"Triton (pid {t.pid}, grpc {endpoints.grpc_url}): up, no ranker version ready"
+    model_dir = ModelRepository(settings).versions().get(version)
+    return f"Triton (pid {t.pid}, grpc {endpoints.grpc_url}, metrics {endpoints.metrics_url}): ranker version {version} ready, {model_dir}"
 
 
 def render(status: Status) -> Group:
@@ -73,4 +93,4 @@ def render(status: Status) -> Group:
         stores.add_row(path, f"{size / 1024:,.0f} KiB")
     if not status.stores:
         stores.add_row("(none on this machine)", "")
-    return Group(topics, lag, stores)
+    return Group(topics, lag, stores, status.serving)

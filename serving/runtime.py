@@ -31,6 +31,13 @@ def replica_dir(settings: Settings, model_dir: Path) -> Path:
 
 
 class ServingRuntime:
+    """Ranks on the caller's thread with ``serving_threads`` torch threads (set here, for the creating thread).
+
+    Triton's Python backend creates and calls the model on one thread. Other callers should know that OpenMP
+    settings are per thread: on the 2-core CPU measured, a caller thread other than the one that first used
+    torch ran 2.3x slower with two OpenMP threads than with one (``torch.set_num_threads(1)`` in that thread).
+    """
+
     def __init__(self, model_dir: Path, settings: Settings, bootstrap: str) -> None:
         torch.set_num_threads(settings.serving_threads)
         self.settings = settings
@@ -56,7 +63,7 @@ class ServingRuntime:
         while not self._caught_up(ends):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"feature replica did not catch up within {catch_up_timeout_s:.0f} s")
-            applied += self.service.sync(timeout_s=0.2)
+            applied += self.service.apply(self.replica.fetch(timeout_s=0.2))
         self._thread.start()
         log.warning(  # one line per start: an operator sees whether the replica resumed or bootstrapped
             "serving runtime ready",
@@ -80,7 +87,7 @@ class ServingRuntime:
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                self.service.sync(timeout_s=0.1)
+                self.service.apply(self.replica.fetch(timeout_s=0.1))
             except Exception as error:  # keep serving the last good state; the log says why it is stale
                 self.error = error
                 log.exception("feature replica update failed; retrying")

@@ -1,7 +1,7 @@
 """The ranker over live features: one model version's weights and semantic IDs, the replica's items and users.
 
 Items published after training get semantic IDs from the version's frozen RQ-VAE as their feature update
-arrives (``sync``), and are rankable from then on; the assignments are stored in the replica, in the same
+arrives (``apply``), and are rankable from then on; the assignments are stored in the replica, in the same
 write as the update, so a restarted server gives every item the ID it had. Requests of one batch share one
 encoder pass and one decoder pass: all candidate lists are scored together, all top-k searches run as one
 batched beam search.
@@ -29,7 +29,7 @@ FRESH_POOL = 1000  # newest items kept for cold-start answers
 
 
 class RankerService:
-    """Answers ``RankRequest`` batches; ``sync`` applies the next feature updates. Thread-safe."""
+    """Answers ``RankRequest`` batches; ``apply`` takes the next fetched feature updates. Thread-safe."""
 
     def __init__(self, artifact: ModelArtifact, replica: FeatureReplica, settings: Settings) -> None:
         self.artifact = artifact
@@ -52,9 +52,8 @@ class RankerService:
 
     # -- live features ------------------------------------------------------------------------
 
-    def sync(self, timeout_s: float = 0.1) -> int:
-        """Fetch, assign IDs to new items, write, and make them rankable; returns records applied."""
-        batch = self.replica.fetch(timeout_s)
+    def apply(self, batch: FetchedBatch) -> int:
+        """Assign IDs to new items, write the batch, and make its items and users rankable."""
         if not batch:
             return 0
         assigned = self._assign([item for item in batch.items.values() if item is not None])

@@ -34,6 +34,7 @@ def isolated_env(tmp_path: Path, tag: str) -> dict[str, str]:
         "REASEQ_MODEL_STORE": str(tmp_path / "store"),
         "REASEQ_TOPIC_PREFIX": f"c{tag}.",
         "REASEQ_APP_ID": f"cli-{tag}",
+        "COLUMNS": "250",  # rich wraps at 80 columns when not on a terminal
     }
     env.pop("KAFKA_BOOTSTRAP", None)
     return env
@@ -119,6 +120,7 @@ def test_up_train_promote_rank_down(tmp_path: Path) -> None:
         assert f"{user}: model" in ranked and ranked.count("item-") == 3
         scored = reaseq(env, "rank", "--user", user, "--candidate", world.items[0].item_id, "--candidate", "nope", "--protocol", "http")
         assert world.items[0].item_id in scored and "unknown candidates: nope" in scored
+        assert "ranker version 1 ready" in reaseq(env, "status")
         listed = reaseq(env, "models", "list")
         assert f"c{tag}/" in listed and " 1 " in listed  # the version Triton serves as its version 1
         metrics_port = json.loads((tmp_path / "state" / "run" / "stack.json").read_text())["triton"]["metrics_port"]

@@ -176,7 +176,7 @@ def check_kafka(compose: Compose) -> list[str]:
 
 
 def check_services(compose: Compose) -> list[str]:
-    """Start order, the scaled worker with per-replica state, and Triton loading the ranker from the repo."""
+    """Start order, the scaled worker with per-replica state, and Triton serving the model store's ranker."""
     services = compose["services"]
     problems = []
     if command_args(services["provision"]) != ["provision"]:
@@ -198,12 +198,14 @@ def check_services(compose: Compose) -> list[str]:
     elif volume_targets(worker)[state_dir] is not None:
         problems.append(f"{WORKER}: a named or bind state volume is shared by all replicas' RocksDB stores")
     triton = services[TRITON]
-    args = command_args(triton)
-    for flag in ("--model-repository=/models", "--model-control-mode=explicit", "--load-model=ranker"):
-        if flag not in args:
-            problems.append(f"{TRITON} command lacks {flag}")
-    if volume_targets(triton).get("/models") != "./triton_repo":
-        problems.append(f"{TRITON} must mount ./triton_repo at /models")
+    if command_args(triton) != ["serve"]:
+        problems.append(f"{TRITON} must run `reaseq serve`")
+    triton_env = environment(triton)
+    if triton_env.get("REASEQ_TRITON_HOST") != "0.0.0.0":
+        problems.append(f"{TRITON} must listen on all interfaces (REASEQ_TRITON_HOST=0.0.0.0) to be reachable")
+    store = triton_env.get("REASEQ_MODEL_STORE")
+    if store not in volume_targets(triton) or volume_targets(triton)[store] is None:
+        problems.append(f"{TRITON}: no named volume at REASEQ_MODEL_STORE={store}")
     if "/v2/health/ready" not in str(triton.get("healthcheck", {}).get("test")):
         problems.append(f"{TRITON} healthcheck must probe /v2/health/ready")
     return problems
@@ -246,13 +248,6 @@ def _set(path: str, value: Any) -> Callable[[Compose], None]:
     return mutate
 
 
-def _drop_arg(service: str, arg: str) -> Callable[[Compose], None]:
-    def mutate(compose: Compose) -> None:
-        compose["services"][service]["command"].remove(arg)
-
-    return mutate
-
-
 MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
     "unknown-service-key": (_set(f"services/{WORKER}/replicas", 2), "schema"),
     "bad-depends-on-condition": (_set(f"services/{WORKER}/depends_on/kafka/condition", "healthy"), "schema"),
@@ -270,8 +265,9 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
     "voters-mismatch": (_set(f"services/{KAFKA}/environment/KAFKA_CONTROLLER_QUORUM_VOTERS", "2@kafka:9093"), "kafka"),
     "single-worker": (_set(f"services/{WORKER}/deploy/replicas", 1), "services"),
     "shared-state-volume": (_set(f"services/{WORKER}/volumes", ["state:/var/lib/reaseq/state"]), "services"),
-    "ranker-not-loaded": (_drop_arg(TRITON, "--load-model=ranker"), "services"),
-    "repo-not-mounted": (_set(f"services/{TRITON}/volumes", ["./models:/models:ro"]), "services"),
+    "triton-not-serving": (_set(f"services/{TRITON}/command", ["worker"]), "services"),
+    "triton-on-loopback": (_set(f"services/{TRITON}/environment/REASEQ_TRITON_HOST", "127.0.0.1"), "services"),
+    "model-store-not-mounted": (_set(f"services/{TRITON}/volumes", ["/var/lib/reaseq/state"]), "services"),
 }
 
 

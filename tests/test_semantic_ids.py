@@ -152,3 +152,17 @@ def test_published_ids(tmp_path: Path) -> None:
     path.write_text(json.dumps({"0": ["<b_1>", "<a_2>", "<c_3>", "<d_4>"]}))
     with pytest.raises(ValueError, match="level-0"):
         load_published_ids(path)
+
+
+def test_restore_reapplies_assignments_and_refuses_clashes(model: RQVAE, clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    points, _ = clustered
+    original = SemanticIdTable.build(model, points[:100])
+    late = original.assign_new("late", points[150])
+    fresh = SemanticIdTable.build(model, points[:100])
+    fresh.restore("late", late)
+    assert fresh["late"] == late and fresh.item_of(late) == "late"
+    assert fresh.assign_new("later", points[150]) != late  # the restored ID is taken for later items too
+    with pytest.raises(ValueError, match="clashes"):
+        fresh.restore("intruder", late)
+    with pytest.raises(ValueError, match="clashes"):
+        fresh.restore("late", (*late[:-1], late[-1] + 1))

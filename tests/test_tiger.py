@@ -199,3 +199,17 @@ def test_save_load_round_trip(ranker: TigerRanker, tmp_path: Path) -> None:
     # the seed alone fixes the initial weights
     again = TigerRanker(ranker.tokenizer, SMALL, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ranker.state_dict().values()))
+
+
+def test_add_items_makes_late_items_rankable_and_keeps_old_ones(tokenizer: SemanticIdTokenizer) -> None:
+    ranker = TigerRanker(tokenizer, SMALL, device="cpu")
+    taken = set(tokenizer.item_codes.values())
+    late = {NUM_ITEMS + n: codes for n, codes in enumerate(c for c in itertools.product(range(8), repeat=3) if c not in taken) if n < 2}
+    before = ranker.score(["u"], [[1, 2]], [[0, 5]])[0]
+    assert torch.isinf(ranker.score(["u"], [[1, 2]], [[NUM_ITEMS]])[0]).all()
+    ranker.add_items({**late, 0: (9, 9, 9)})  # an existing index keeps its codes
+    assert ranker.tokenizer.item_codes[0] == tokenizer.item_codes[0]
+    assert torch.equal(ranker.score(["u"], [[1, 2]], [[0, 5]])[0], before)
+    assert torch.isfinite(ranker.score(["u"], [[1, 2]], [list(late)])[0]).all()
+    items, _ = ranker.recommend(["u"], [[1, 2]], k=NUM_ITEMS + 2, beam_size=NUM_ITEMS + 2)
+    assert set(late) <= set(items[0].tolist())
