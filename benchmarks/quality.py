@@ -13,6 +13,7 @@ import json
 import platform
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,10 +31,38 @@ PUBLISHED = {
 RUNS = {"amazon-beauty": "published", "amazon-scientific": "rqvae"}
 
 
+def run_tiger(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
+    version = train(config, args.out, args.state)
+    metrics = json.loads((version / "metrics.json").read_text())
+    return {
+        "row": {"name": "tiger", **metrics["test"]},
+        "model_version": str(version),
+        "device": metrics["device"],
+        "train_seconds": metrics["train_seconds"],
+        "epochs_run": len(metrics["history"]),
+    }
+
+
+def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
+    data = load_dataset(config.dataset)
+    sasrec_config = SASRecConfig(epochs=args.sasrec_epochs, seed=config.seed)
+    _, result = train_sasrec(data, leave_one_out(data, sasrec_config.max_length), sasrec_config)
+    return {
+        "row": {"name": "sasrec", **result["test"]},
+        "device": result["device"],
+        "train_seconds": result["train_seconds"],
+        "epochs_run": result["history"][-1]["epoch"] if result["history"] else 0,
+    }
+
+
+MODELS = {"tiger": run_tiger, "sasrec": run_sasrec}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding the dataset folders")
     parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--sasrec-epochs", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("model_store"))
@@ -43,25 +72,20 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         config = TrainConfig(dataset=args.data / name, ids=RUNS[name], epochs=args.epochs)
-        version = train(config, args.out, args.state)
-        metrics = json.loads((version / "metrics.json").read_text())
-        data = load_dataset(config.dataset)
-        sasrec_config = SASRecConfig(epochs=args.sasrec_epochs)
-        _, sasrec = train_sasrec(data, leave_one_out(data, sasrec_config.max_length), sasrec_config)
-        rows = [{"name": "tiger", **metrics["test"]}, {"name": "sasrec", **sasrec["test"]}]
+        runs = {model: MODELS[model](config, args) for model in args.models}
+        rows = [run.pop("row") for run in runs.values()]
         rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
         result = {
             "dataset": name,
             "rows": rows,
-            "model_version": str(version),
-            "device": metrics["device"],
+            "runs": runs,  # per model: device, training seconds, epochs run (and the model version for tiger)
+            "partial": "tiger" not in runs,  # a run without the baseline row is not the benchmark's table
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "train_seconds": {"tiger": metrics["train_seconds"], "sasrec": sasrec["train_seconds"]},
-            "epochs_run": {"tiger": len(metrics["history"]), "sasrec": sasrec["history"][-1]["epoch"] if sasrec["history"] else 0},
             "date": date.today().isoformat(),
             "machine": platform.platform(),
         }
-        (args.results / f"quality-{name.removeprefix('amazon-')}.json").write_text(json.dumps(result, indent=2))
+        suffix = "" if not result["partial"] else "-" + "-".join(args.models)
+        (args.results / f"quality-{name.removeprefix('amazon-')}{suffix}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
 
 

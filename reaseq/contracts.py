@@ -122,24 +122,98 @@ class EnrichmentRequest(Contract):
     requested_at: AwareDatetime
 
 
+KNOWLEDGE_SCHEMA = "knowledge-v1"  # the version of the reasoning chain below; bump it with any change to the steps
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=60, strip_whitespace=True)]
+Rationale = Annotated[str, StringConstraints(min_length=1, max_length=400, strip_whitespace=True)]
+
+
+class Season(str, Enum):
+    SPRING = "spring"
+    SUMMER = "summer"
+    AUTUMN = "autumn"
+    WINTER = "winter"
+    ALL_YEAR = "all-year"
+
+
 class ReasoningStep(BaseModel):
-    """One step of an item's reasoning chain: structured fields plus a short rationale."""
+    """One step of an item's reasoning chain: structured fields and a short rationale for them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    fields: dict[str, AttributeValue]
-    rationale: str
+    rationale: Rationale
+
+
+class AttributesStep(ReasoningStep):
+    """What the product is made of and what distinguishes it."""
+
+    attributes: Annotated[list[Label], Field(min_length=1, max_length=8)]
+    materials: Annotated[list[Label], Field(max_length=5)]
+
+
+class UsageStep(ReasoningStep):
+    """Where, when and for what the product is used."""
+
+    scenarios: Annotated[list[Label], Field(min_length=1, max_length=5)]
+    seasons: Annotated[list[Season], Field(min_length=1, max_length=4)]
+
+
+class AudienceStep(ReasoningStep):
+    """Who buys it."""
+
+    audiences: Annotated[list[Label], Field(min_length=1, max_length=4)]
+
+
+class NeedsStep(ReasoningStep):
+    """What a buyer also needs, and what could replace it."""
+
+    complements: Annotated[list[Label], Field(max_length=5)]
+    substitutes: Annotated[list[Label], Field(max_length=5)]
+
+
+class SummaryStep(ReasoningStep):
+    """The consolidated, verified description of the item."""
+
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]
+
+
+class KnowledgeChain(BaseModel):
+    """An item's reasoning chain; the field order is the step order (the ranker keeps it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attributes: AttributesStep
+    usage: UsageStep
+    audience: AudienceStep
+    needs: NeedsStep
+    summary: SummaryStep
+
+    @classmethod
+    def step_names(cls) -> list[str]:
+        return list(cls.model_fields)
+
+    def steps(self) -> list[tuple[str, ReasoningStep]]:
+        return [(name, getattr(self, name)) for name in self.step_names()]
 
 
 class KnowledgeResult(Contract):
-    """An item's distilled knowledge (compacted knowledge topic, key: item_id)."""
+    """An item's distilled knowledge (compacted knowledge topic, key: item_id).
+
+    ``step_vectors`` holds one sentence embedding per step, in step order; ``fused_vector`` is their normalised
+    mean with the item text's own embedding, the knowledge-enriched item representation.
+    """
 
     item_id: Id
     content_hash: str
-    steps: list[ReasoningStep]
-    backend: str
+    knowledge_schema: Literal["knowledge-v1"] = KNOWLEDGE_SCHEMA
+    chain: KnowledgeChain
+    critique: list[str] = Field(default_factory=list)  # inconsistencies the critic found and the agents revised
+    step_vectors: list[list[float]]
+    fused_vector: list[float]
+    encoder: str
+    backend: str  # "vllm" or "embedded"
     model: str
+    prompt_version: str
     created_at: AwareDatetime
 
 
@@ -242,3 +316,4 @@ class DeadLetterReason(str, Enum):
     INVALID = "invalid"  # wrong types, missing or unknown fields, constraint violations
     PENDING_OVERFLOW = "pending-overflow"  # too many interactions waiting for an item that has not arrived
     PROCESSING = "processing"  # valid record that an agent failed on
+    INVALID_OUTPUT = "invalid-output"  # the reasoner's answer failed validation after every retry
