@@ -45,6 +45,7 @@ class RunState:
     bootstrap: str
     broker_pid: int | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
+    enrichment_pid: int | None = None
     triton: TritonProcess | None = None
 
 
@@ -70,6 +71,8 @@ def load_run_state(settings: Settings) -> RunState | None:
         return None
     body = json.loads(path.read_text())
     state = RunState(bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"))
+    enrichment = body.get("enrichment_pid")
+    state.enrichment_pid = enrichment if enrichment and pid_alive(enrichment) else None
     state.workers = [WorkerProcess(**w) for w in body.get("workers", []) if pid_alive(w["pid"])]
     triton = body.get("triton")
     state.triton = TritonProcess(**triton) if triton and pid_alive(triton["pid"]) else None
@@ -100,18 +103,27 @@ def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     return env
 
 
-def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> subprocess.Popen[bytes]:
-    """Start a stream worker process; its log goes to ``<state_dir>/run/<name>.g<generation>.log``."""
+def spawn_cli(settings: Settings, bootstrap: str, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    """Start ``reaseq <args>`` detached, with the settings in its environment; its log is ``run/<log_name>.log``."""
     run_dir(settings).mkdir(parents=True, exist_ok=True)
-    log_path = run_dir(settings) / f"{name}.g{generation}.log"
-    with open(log_path, "ab") as log_file:
+    with open(run_dir(settings) / f"{log_name}.log", "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "reaseq.cli", "worker", "--generation", str(generation), "--name", name],
+            [sys.executable, "-m", "reaseq.cli", *args],
             env=worker_env(settings, bootstrap),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> subprocess.Popen[bytes]:
+    """Start a stream worker process; its log goes to ``<state_dir>/run/<name>.g<generation>.log``."""
+    return spawn_cli(settings, bootstrap, ["worker", "--generation", str(generation), "--name", name], f"{name}.g{generation}")
+
+
+def spawn_enrichment(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+    """Start an enrichment worker (log: ``<state_dir>/run/enrich.log``)."""
+    return spawn_cli(settings, bootstrap, ["enrich"], "enrich")
 
 
 def stop_process(pid: int, timeout_s: float = 30.0) -> None:
@@ -157,6 +169,7 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
     state.workers = [
         WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)
     ]
+    state.enrichment_pid = spawn_enrichment(settings, bootstrap).pid
     save_run_state(settings, state)
     if serve:
         start_serving(settings, state)
@@ -193,6 +206,8 @@ def stop_stack(settings: Settings) -> RunState | None:
         return None
     if state.triton:
         stop_process(state.triton.pid)
+    if state.enrichment_pid:
+        stop_process(state.enrichment_pid)
     for worker in state.workers:
         stop_process(worker.pid)
     if state.broker_pid:

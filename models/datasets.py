@@ -139,7 +139,7 @@ def load_dataset(path: Path) -> SequenceData:
     raise ValueError(f"{path}: not a known sequence format (*.inter.json or S3-Rec *.txt)")
 
 
-def _read_topics(bootstrap: str, topics: Sequence[str], timeout_s: float) -> dict[str, list[bytes | None]]:
+def read_topics(bootstrap: str, topics: Sequence[str], timeout_s: float) -> dict[str, list[bytes | None]]:
     """Every record value of ``topics`` in partition order, read to the end without a consumer group."""
     # librdkafka wants a group.id even for assign(); nothing joins or commits with it.
     consumer = Consumer(
@@ -189,7 +189,7 @@ def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0
     items only seen in events have no ``item_text`` entry.
     """
     items_topic, events_topic = topic_name(settings, ITEMS), topic_name(settings, EVENTS)
-    raw = _read_topics(bootstrap, [items_topic, events_topic], timeout_s)
+    raw = read_topics(bootstrap, [items_topic, events_topic], timeout_s)
     latest: dict[str, CatalogItem] = {}
     for value in raw[items_topic]:
         try:

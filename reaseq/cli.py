@@ -49,6 +49,17 @@ def worker(
 
 
 @app.command()
+def enrich() -> None:
+    """Run one enrichment worker in the foreground (item knowledge from the configured reasoner)."""
+    from reaseq.logs import configure
+    from workers.enrichment import run_enrichment
+
+    settings = get_settings()
+    configure(settings.log_level)
+    run_enrichment(settings, _bootstrap())
+
+
+@app.command()
 def provision() -> None:
     """Create the project's topics (idempotent)."""
     from infra.control import active_generation

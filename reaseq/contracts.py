@@ -196,6 +196,22 @@ class KnowledgeChain(BaseModel):
         return [(name, getattr(self, name)) for name in self.step_names()]
 
 
+class StepProblem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: Literal["attributes", "usage", "audience", "needs"]
+    problem: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+
+
+class Critique(BaseModel):
+    """The critic agent's review of the specialists' steps (an LLM output, validated like the steps)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consistent: bool
+    problems: Annotated[list[StepProblem], Field(max_length=4)]
+
+
 class KnowledgeResult(Contract):
     """An item's distilled knowledge (compacted knowledge topic, key: item_id).
 

@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     serving_exclude_history: bool = Field(default=True, description="Top-k never repeats a user's history items.")
     serving_beam_size: int = Field(default=20, ge=1, le=100, description="Beam width of top-k generation.")
     serving_threads: int = Field(default=2, ge=1, description="Torch threads of the Triton ranker instance.")
+    llm_backend: Literal["embedded", "vllm"] = Field(
+        default="embedded", description="Item reasoning: the no-LLM MiniLM reasoner, or an OpenAI-compatible server."
+    )
+    llm_url: str | None = Field(default=None, description="Base URL of the OpenAI-compatible server (…/v1).")
+    llm_model: str | None = Field(default=None, description="Model name the server serves (default: its first).")
+    llm_concurrency: int = Field(default=8, ge=1, description="Items reasoned about at once per enrichment worker.")
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="Per LLM call.")
+    llm_retries: int = Field(default=2, ge=0, description="Re-asks with the validation error before dead-lettering.")
+    llm_max_tokens: int = Field(default=512, ge=16)
+    llm_guided: bool = Field(default=True, description="Constrained decoding to each step's JSON schema.")
+    llm_breaker_failures: int = Field(default=3, ge=1, description="Failed calls that open the circuit breaker.")
+    llm_breaker_cooldown_s: float = Field(default=2.0, gt=0, description="First cool-down; doubles up to 60 s.")
+    prompt_version: str = Field(default="v1", description="Folder of workers/prompts to use.")
+    enrich_batch: int = Field(default=32, ge=1, description="Enrichment requests fetched per batch.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     def topic(self, name: str) -> str:

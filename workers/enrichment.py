@@ -1,0 +1,268 @@
+"""The enrichment worker: enrichment requests in, item knowledge out, asynchronously and off the request path.
+
+One consumer-group member per process (``reaseq enrich``). Each fetched batch is deduplicated (an item whose
+content hash already has knowledge is skipped), reasoned about with bounded concurrency, encoded into step
+vectors and a fused vector in one encoder call, published on the compacted knowledge topic, and only then
+committed: a crash re-runs the batch, never skips it. While the LLM server is down the circuit breaker holds
+the batch and retries it; nothing is fetched, dropped or committed meanwhile. Requests that do not decode, and
+items whose answers stay invalid after every retry, go to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from rocksdict import Options, Rdict
+
+from models.datasets import read_topics
+from models.knowledge import knowledge_vectors
+from models.text_encoder import DEFAULT_MODEL, TextEncoder
+from reaseq.contracts import (
+    CatalogItem,
+    DeadLetterReason,
+    EnrichmentRequest,
+    ItemFeatureUpdate,
+    KnowledgeChain,
+    KnowledgeResult,
+    utcnow,
+)
+from reaseq.deadletters import DeadLetter
+from reaseq.settings import Settings
+from reaseq.topics import DEAD_LETTERS, ENRICHMENT_REQUESTS, ITEM_FEATURES, KNOWLEDGE, topic_name
+from reaseq.wire import ContractError, decode, encode
+from workers.agents import InvalidOutput, item_text
+from workers.breaker import CircuitBreaker
+from workers.llm import BackendUnavailable
+
+log = logging.getLogger(__name__)
+AGENT = "enrichment"
+Outcome = tuple[KnowledgeChain, list[str]] | InvalidOutput | BackendUnavailable | Exception
+
+
+class Reasoner(Protocol):
+    backend: str
+    model: str
+    prompt_version: str
+
+    async def reason(self, items: Sequence[CatalogItem]) -> list[Outcome]: ...
+
+    def observe(self, items: Sequence[CatalogItem | ItemFeatureUpdate]) -> None: ...
+
+
+@dataclass
+class EnrichmentStats:
+    enriched: int = 0
+    deduplicated: int = 0
+    dead_lettered: int = 0
+    unavailable: int = 0  # reasoning attempts that found the LLM server down (retried)
+    latencies_s: list[float] = field(default_factory=list)
+
+
+class KnowledgeIndex:
+    """Item id -> content hash of its published knowledge, rebuilt from the knowledge topic when new."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.db = Rdict(str(path), Options(raw_mode=True))
+
+    def has(self, item_id: str, content_hash: str) -> bool:
+        return self.db.get(item_id.encode()) == content_hash.encode()
+
+    def put(self, item_id: str, content_hash: str) -> None:
+        self.db[item_id.encode()] = content_hash.encode()
+
+    def bootstrap(self, settings: Settings, bootstrap: str) -> int:
+        if self.db.get(b"\x00bootstrapped") is not None:
+            return 0
+        values = read_topics(bootstrap, [topic_name(settings, KNOWLEDGE)], timeout_s=60)[topic_name(settings, KNOWLEDGE)]
+        count = 0
+        for value in values:
+            try:
+                result = decode(KnowledgeResult, value, settings.max_message_bytes)
+            except ContractError:
+                continue
+            self.put(result.item_id, result.content_hash)
+            count += 1
+        self.db[b"\x00bootstrapped"] = b"1"
+        return count
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class EnrichmentWorker:
+    def __init__(self, settings: Settings, bootstrap: str, reasoner: Reasoner, encoder: TextEncoder) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.reasoner = reasoner
+        self.encoder = encoder
+        self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)
+        self.index = KnowledgeIndex(settings.state_dir / "enrichment" / settings.app_id)
+        self.stats = EnrichmentStats()
+        self.requests_topic = topic_name(settings, ENRICHMENT_REQUESTS)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.index.bootstrap(self.settings, self.bootstrap)
+        catalog = read_topics(self.bootstrap, [topic_name(self.settings, ITEM_FEATURES)], timeout_s=60)
+        self.reasoner.observe(
+            [decode(ItemFeatureUpdate, v, self.settings.max_message_bytes) for v in catalog[topic_name(self.settings, ITEM_FEATURES)] if v]
+        )
+        consumer = AIOKafkaConsumer(
+            self.requests_topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.settings.app_id}-enrichment",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=3_600_000,  # a batch may wait out an LLM outage; it is held, not abandoned
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=self.settings.producer_linger_ms)
+        await consumer.start()
+        await producer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.enrich_batch)
+                records = [record for batch in batches.values() for record in batch]
+                if not records:
+                    continue
+                await self._process(records, producer)
+                await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            self.index.close()
+
+    async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
+        latest: dict[str, tuple[ConsumerRecord, EnrichmentRequest]] = {}
+        sends = []
+        for record in records:
+            try:
+                request = decode(EnrichmentRequest, record.value, self.settings.max_message_bytes)
+            except ContractError as error:
+                sends.append(self._dead_letter(producer, record, error.reason, error.detail))
+                continue
+            if self.index.has(request.item_id, request.content_hash):
+                self.stats.deduplicated += 1
+                continue
+            latest[request.item_id] = (record, request)  # a later version in the same batch supersedes
+        outcomes = await self._reason([request for _, request in latest.values()])
+        enriched = [(record, request, outcome) for (record, request), outcome in zip(latest.values(), outcomes, strict=True)]
+        good = [(record, request, outcome) for record, request, outcome in enriched if isinstance(outcome, tuple)]
+        for record, request, outcome in enriched:
+            if isinstance(outcome, InvalidOutput):
+                sends.append(self._dead_letter(producer, record, DeadLetterReason.INVALID_OUTPUT, str(outcome)))
+            elif isinstance(outcome, Exception):
+                sends.append(self._dead_letter(producer, record, DeadLetterReason.PROCESSING, f"{type(outcome).__name__}: {outcome}"))
+        if good:
+            texts = [item_text(request.item) for _, request, _ in good]
+            steps, fused = await asyncio.to_thread(knowledge_vectors, self.encoder, texts, [chain for _, _, (chain, _) in good])
+            for (_, request, (chain, remarks)), step_vectors, vector in zip(good, steps, fused, strict=True):
+                result = KnowledgeResult(
+                    item_id=request.item_id,
+                    content_hash=request.content_hash,
+                    chain=chain,
+                    critique=remarks,
+                    step_vectors=[[round(float(x), 5) for x in row] for row in step_vectors],
+                    fused_vector=[round(float(x), 5) for x in vector],
+                    encoder=self.encoder.model_id,
+                    backend=self.reasoner.backend,
+                    model=self.reasoner.model,
+                    prompt_version=self.reasoner.prompt_version,
+                    created_at=utcnow(),
+                )
+                sends.append(producer.send_and_wait(topic_name(self.settings, KNOWLEDGE), encode(result), key=request.item_id.encode()))
+        await asyncio.gather(*sends)
+        for _, request, _ in good:  # only once published: a crash before this re-enriches, never skips
+            self.index.put(request.item_id, request.content_hash)
+            self.stats.enriched += 1
+            self.stats.latencies_s.append((utcnow() - request.requested_at).total_seconds())
+        self.reasoner.observe([request.item for _, request, _ in good])
+
+    async def _reason(self, requests: list[EnrichmentRequest]) -> list[Outcome]:
+        """Outcomes in request order; requests that find the server down wait for the breaker and go again."""
+        outcomes: dict[int, Outcome] = {}
+        pending = list(range(len(requests)))
+        while pending:
+            await self.breaker.wait()
+            results = await self.reasoner.reason([requests[i].item for i in pending])
+            retry = []
+            for index, result in zip(pending, results, strict=True):
+                if isinstance(result, BackendUnavailable):
+                    retry.append(index)
+                    self.stats.unavailable += 1
+                    self.breaker.failure(result)
+                else:
+                    outcomes[index] = result
+            if len(retry) < len(pending):
+                self.breaker.success()
+            pending = retry
+        return [outcomes[i] for i in range(len(requests))]
+
+    def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: DeadLetterReason, detail: str):  # type: ignore[no-untyped-def]
+        log.warning("enrichment request dead-lettered", extra={"reason": reason.value, "detail": detail[:300]})
+        self.stats.dead_lettered += 1
+        letter = DeadLetter(reason, detail, record.topic, record.partition, record.offset, AGENT, record.key, record.value)
+        return producer.send_and_wait(
+            topic_name(self.settings, DEAD_LETTERS), record.value, key=record.key, headers=letter.headers()
+        )
+
+
+async def build_reasoner(settings: Settings, encoder: TextEncoder) -> Reasoner:
+    """The configured reasoner: the embedded one, or the agents over the OpenAI-compatible server."""
+    if settings.llm_backend == "embedded":
+        from workers.embedded_reasoner import EmbeddedReasoner
+
+        return EmbeddedReasoner(encoder)  # type: ignore[return-value]
+    if not settings.llm_url:
+        raise ValueError("REASEQ_LLM_BACKEND=vllm needs REASEQ_LLM_URL (e.g. http://127.0.0.1:8000/v1)")
+    from workers.agents import ChainOfAgents, LLMReasoner
+    from workers.llm import ChatBackend
+    from workers.prompts import PromptSet
+
+    model = settings.llm_model or await first_model(settings.llm_url)
+    backend = ChatBackend(settings.llm_url, model, settings.llm_timeout_s, settings.llm_max_tokens, settings.llm_guided)
+    chain = ChainOfAgents(backend, PromptSet(settings.prompt_version), settings.llm_retries)
+    return LLMReasoner(chain, model, settings.llm_concurrency)  # type: ignore[return-value]
+
+
+async def first_model(base_url: str, timeout_s: float = 600.0) -> str:
+    """The first model the server lists, waiting for the server to come up (a worker may start before it)."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while True:
+            try:
+                return (await client.models.list()).data[0].id
+            except openai.OpenAIError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(2.0)
+    finally:
+        await client.close()
+
+
+def run_enrichment(settings: Settings, bootstrap: str) -> None:
+    """Run one enrichment worker until SIGTERM or SIGINT."""
+    import signal
+
+    from models.text_encoder import cache_dir_for
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        encoder = TextEncoder(DEFAULT_MODEL, cache_dir=cache_dir_for(settings.state_dir / "enrichment"))
+        reasoner = await build_reasoner(settings, encoder)
+        await EnrichmentWorker(settings, bootstrap, reasoner, encoder).run(stop)
+
+    asyncio.run(main())
