@@ -87,7 +87,11 @@ class ChainOfAgents:
         for _ in range(self.retries + 1):
             answer = await self.backend.complete(messages, model)
             try:
-                return model.model_validate_json(answer)
+                # strict=False accepts raw control characters inside strings, which grammar-constrained decoders
+                # can emit; everything else about the answer is checked by the model
+                return model.model_validate(json.loads(answer, strict=False))
+            except json.JSONDecodeError as invalid:
+                error = f"not valid JSON: {invalid}"
             except ValidationError as invalid:
                 error = json.dumps(invalid.errors(include_url=False, include_context=False), default=str)[:1500]
                 messages = [

@@ -1,0 +1,90 @@
+"""Enrichment through a real vLLM server (its own environment, a tiny random model built here) and the stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack import spawn_enrichment, stop_process
+from infra.vllm import VLLMServer, build_tiny_model, ensure_env
+from reaseq.contracts import DeadLetterReason, KnowledgeResult
+from reaseq.deadletters import DeadLetter
+from reaseq.settings import Settings
+from reaseq.synthetic import generate
+from reaseq.topics import DEAD_LETTERS, ITEMS, KNOWLEDGE, topic_name
+from tests.conftest import Spawn
+from tests.support import TopicReader, send_contracts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    env = ensure_env(Settings(), gpu=False)  # the project's .state/vllm-env: built once, reused by later runs
+    model = build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny")
+    server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log").start()
+    yield server
+    server.stop()
+
+
+def with_llm(settings: Settings, server: VLLMServer, **overrides: object) -> Settings:
+    return settings.model_copy(
+        update={"llm_backend": "vllm", "llm_url": server.base_url, "llm_max_tokens": 2048, "llm_concurrency": 4,
+                "llm_breaker_cooldown_s": 1.0, **overrides}
+    )
+
+
+def publish(settings: Settings, items: list) -> None:  # type: ignore[type-arg]
+    assert settings.kafka_bootstrap
+    send_contracts(settings.kafka_bootstrap, topic_name(settings, ITEMS), items, lambda m: m.item_id)  # type: ignore[attr-defined]
+
+
+def test_vllm_enriches_items_and_a_server_outage_loses_nothing(settings: Settings, workers: Spawn, llm: VLLMServer) -> None:
+    settings = with_llm(settings, llm)
+    assert settings.kafka_bootstrap
+    workers("w0")
+    enrichment = spawn_enrichment(settings, settings.kafka_bootstrap)
+    try:
+        items = generate(30, 2, 4, seed=4).items
+        knowledge = TopicReader(settings.kafka_bootstrap, topic_name(settings, KNOWLEDGE))
+        publish(settings, items[:2])
+        records = knowledge.wait_for(lambda rs: len({r.key for r in rs}) == 2, timeout_s=300)
+        result = KnowledgeResult.model_validate_json(records[0].value or b"")
+        assert result.backend == "vllm" and result.model == llm.name and result.prompt_version.startswith("v1-")
+        assert len(result.step_vectors) == 5
+
+        llm.stop()
+        publish(settings, items[2:5])  # requested while the server is down: they wait, nothing is dropped
+        time.sleep(8)
+        log = (settings.state_dir / "run" / "enrich.log").read_text()
+        assert "circuit open" in log
+        llm.start()
+        records = knowledge.wait_for(lambda rs: len({r.key for r in rs}) == 5, timeout_s=300)
+        assert {r.key.decode() for r in records if r.key} == {item.item_id for item in items[:5]}
+        dead = TopicReader(settings.kafka_bootstrap, topic_name(settings, DEAD_LETTERS)).poll(1.0)
+        assert not [r for r in dead if DeadLetter.from_record(r.key, r.value, r.headers).agent == "enrichment"]
+    finally:
+        stop_process(enrichment.pid, timeout_s=20)
+
+
+def test_malformed_output_is_retried_then_dead_lettered(settings: Settings, workers: Spawn, llm: VLLMServer) -> None:
+    # Without constrained decoding the random model's text is not JSON: every answer is invalid.
+    settings = with_llm(settings, llm, llm_guided=False, llm_max_tokens=32, llm_retries=1)
+    assert settings.kafka_bootstrap
+    workers("w0")
+    enrichment = spawn_enrichment(settings, settings.kafka_bootstrap)
+    try:
+        items = generate(30, 2, 4, seed=5).items[:2]
+        publish(settings, items)
+        dead = TopicReader(settings.kafka_bootstrap, topic_name(settings, DEAD_LETTERS))
+        letters = dead.wait_for(lambda rs: len(rs) == 2, timeout_s=300)
+        for letter in (DeadLetter.from_record(r.key, r.value, r.headers) for r in letters):
+            assert letter.agent == "enrichment" and letter.reason is DeadLetterReason.INVALID_OUTPUT
+            assert letter.detail.startswith("attributes: not valid JSON")
+        log = (settings.state_dir / "run" / "enrich.log").read_text()
+        assert log.count("enrichment request dead-lettered") == 2 and enrichment.poll() is None  # still running
+    finally:
+        stop_process(enrichment.pid, timeout_s=20)
