@@ -57,6 +57,12 @@ class SASRec(torch.nn.Module):
         )
         self.encoder = torch.nn.TransformerEncoder(layer, config.blocks, enable_nested_tensor=False)
         self.norm = torch.nn.LayerNorm(config.hidden)
+        # small embeddings, as in the reference implementations: PyTorch's N(0, 1) times sqrt(d) swamps the
+        # positions and gives huge initial logits
+        for embedding in (self.items, self.positions):
+            torch.nn.init.normal_(embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, d] of left-padded item sequences [B, L] (0 = padding, items shifted by one)."""
