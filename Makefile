@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test bench-stream bench-quality bench-serving clean
+.PHONY: setup demo test bench-stream bench-quality bench-serving bench-enrich clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ bench-stream: setup
 
 bench-serving: setup
 	$(BIN)/python -m benchmarks.serving
+
+bench-enrich: setup
+	$(BIN)/python -m benchmarks.enrich
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality
