@@ -1,4 +1,5 @@
-"""A local RocksDB replica of the compacted feature topics, inside the serving process.
+"""A local RocksDB replica of the compacted feature topics (item features, user histories, item knowledge), inside
+the serving process.
 
 Each fetched batch of records is written with the offsets it reaches in one RocksDB write batch, so the
 replica and its position never disagree: a restarted server resumes where it stopped, and a new replica
@@ -17,16 +18,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from rocksdict import Options, Rdict, WriteBatch
 
 from infra.offsets import exact_end_offsets, list_partitions
-from reaseq.contracts import ItemFeatureUpdate, UserFeatureUpdate
+from reaseq.contracts import ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import DEAD_LETTERS, ITEM_FEATURES, USER_FEATURES, topic_name
+from reaseq.topics import DEAD_LETTERS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, topic_name
 from reaseq.wire import ContractError, decode
 
 log = logging.getLogger(__name__)
 
 ITEM = b"i/"
 USER = b"u/"
+KNOWLEDGE_KEY = b"k/"
 POPULARITY = b"p/"
 OFFSET = b"o/"
 AGENT = "serving-replica"
@@ -38,6 +40,7 @@ class FetchedBatch:
 
     items: dict[str, ItemFeatureUpdate | None] = field(default_factory=dict)
     users: dict[str, UserFeatureUpdate | None] = field(default_factory=dict)
+    knowledge: dict[str, KnowledgeResult | None] = field(default_factory=dict)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     rejected: int = 0
 
@@ -57,6 +60,7 @@ class FeatureReplica:
         self.bootstrap = bootstrap
         self.item_topic = topic_name(settings, ITEM_FEATURES)
         self.user_topic = topic_name(settings, USER_FEATURES)
+        self.knowledge_topic = topic_name(settings, KNOWLEDGE)
         self._consumer: Consumer | None = None
         self._dead_letters: Producer | None = None
 
@@ -69,6 +73,10 @@ class FeatureReplica:
     def user(self, user_id: str) -> UserFeatureUpdate | None:
         raw = self.db.get(USER + user_id.encode())
         return None if raw is None else UserFeatureUpdate.model_validate_json(raw)
+
+    def knowledge(self, item_id: str) -> KnowledgeResult | None:
+        raw = self.db.get(KNOWLEDGE_KEY + item_id.encode())
+        return None if raw is None else KnowledgeResult.model_validate_json(raw)
 
     def items(self) -> Iterator[ItemFeatureUpdate]:
         for _, raw in self._scan(ITEM):
@@ -114,6 +122,11 @@ class FeatureReplica:
                 writes.delete(ITEM + item_id.encode())
             else:
                 writes.put(ITEM + item_id.encode(), item.model_dump_json().encode())
+        for item_id, result in batch.knowledge.items():
+            if result is None:
+                writes.delete(KNOWLEDGE_KEY + item_id.encode())
+            else:
+                writes.put(KNOWLEDGE_KEY + item_id.encode(), result.model_dump_json().encode())
         counts: dict[str, int] = {}
         for user_id, update in batch.users.items():
             key = USER + user_id.encode()
@@ -132,10 +145,14 @@ class FeatureReplica:
         self.db.write(writes)
         return counts
 
+    @property
+    def topics(self) -> tuple[str, str, str]:
+        return (self.item_topic, self.user_topic, self.knowledge_topic)
+
     def lag(self) -> int:
         """Records on the feature topics that this replica has not applied yet."""
         applied = self.positions()
-        partitions = list_partitions(self.bootstrap, (self.item_topic, self.user_topic))
+        partitions = list_partitions(self.bootstrap, self.topics)
         ends = exact_end_offsets(self.bootstrap, partitions)
         return sum(max(0, end - max(applied.get(partition, 0), low)) for partition, (low, end) in ends.items())
 
@@ -160,9 +177,9 @@ class FeatureReplica:
             }
         )
         applied = self.positions()
-        partitions = list_partitions(self.bootstrap, (self.item_topic, self.user_topic))
-        if not partitions:
-            raise RuntimeError(f"feature topics {self.item_topic}, {self.user_topic} do not exist: provision first")
+        partitions = list_partitions(self.bootstrap, self.topics)
+        if len({topic for topic, _ in partitions}) < len(self.topics):
+            raise RuntimeError(f"feature topics {', '.join(self.topics)} do not all exist: provision first")
         consumer.assign([TopicPartition(t, p, applied.get((t, p), OFFSET_BEGINNING)) for t, p in partitions])
         self._consumer = consumer
         return consumer
@@ -170,15 +187,16 @@ class FeatureReplica:
     def _add(self, batch: FetchedBatch, message: Message) -> None:
         key = (message.key() or b"").decode("utf-8", "replace")
         value = message.value()
-        is_item = message.topic() == self.item_topic
+        target, model = {
+            self.item_topic: (batch.items, ItemFeatureUpdate),
+            self.user_topic: (batch.users, UserFeatureUpdate),
+            self.knowledge_topic: (batch.knowledge, KnowledgeResult),
+        }[message.topic()]
         if value is None:
-            (batch.items if is_item else batch.users)[key] = None
+            target[key] = None
             return
         try:
-            if is_item:
-                batch.items[key] = decode(ItemFeatureUpdate, value, self.settings.max_message_bytes)
-            else:
-                batch.users[key] = decode(UserFeatureUpdate, value, self.settings.max_message_bytes)
+            target[key] = decode(model, value, self.settings.max_message_bytes)  # type: ignore[type-var]
         except ContractError as error:
             batch.rejected += 1
             self._dead_letter(message, error)

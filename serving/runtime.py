@@ -56,7 +56,7 @@ class ServingRuntime:
     def start(self, catch_up_timeout_s: float = 120.0) -> ServingRuntime:
         """Apply everything on the feature topics up to now, then follow them in the background."""
         ends = exact_end_offsets(
-            self.bootstrap, list_partitions(self.bootstrap, (self.replica.item_topic, self.replica.user_topic))
+            self.bootstrap, list_partitions(self.bootstrap, self.replica.topics)
         )
         deadline = time.monotonic() + catch_up_timeout_s
         applied = 0

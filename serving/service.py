@@ -60,7 +60,7 @@ class RankerService:
         extra = {ASSIGNED + item_id.encode(): ",".join(map(str, row)).encode() for item_id, row in assigned.items()}
         counts = self.replica.write(batch, extra)
         self._publish(batch, assigned, counts)
-        return len(batch.items) + len(batch.users)
+        return len(batch.items) + len(batch.users) + len(batch.knowledge)
 
     def _assign(self, items: Sequence[ItemFeatureUpdate]) -> dict[str, tuple[int, ...]]:
         """Semantic IDs for items this version does not know: index first, then the codes."""

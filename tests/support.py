@@ -70,3 +70,15 @@ def send(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes
 
 def send_contracts(bootstrap: str, topic: str, messages: Iterable[Contract], key: Callable[[Contract], str]) -> None:
     send(bootstrap, topic, ((key(m).encode(), encode(m)) for m in messages))
+
+
+# A valid answer per LLM output model, by schema name (the reasoning-chain tests script their backend with them).
+ANSWERS = {
+    "AttributesStep": {"rationale": "The text says waterproof nylon.", "attributes": ["waterproof"], "materials": ["nylon"]},
+    "UsageStep": {"rationale": "Hiking in the rain.", "scenarios": ["hiking"], "seasons": ["autumn"]},
+    "AudienceStep": {"rationale": "Hikers buy shells.", "audiences": ["hikers"]},
+    "NeedsStep": {"rationale": "Hikers need boots.", "complements": ["boots"], "substitutes": ["rain poncho"]},
+    "Critique": {"consistent": True, "problems": []},
+    "SummaryStep": {"rationale": "Agreed by all steps.", "summary": "A waterproof nylon shell for hikers."},
+}
+

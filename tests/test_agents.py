@@ -21,6 +21,7 @@ from workers.agents import ChainOfAgents, InvalidOutput
 from workers.breaker import CircuitBreaker
 from workers.embedded_reasoner import EmbeddedReasoner, LabelVocabulary
 from workers.prompts import Message, PromptSet
+from tests.support import ANSWERS
 
 ITEM = CatalogItem(
     item_id="jacket-1",
@@ -30,14 +31,6 @@ ITEM = CatalogItem(
     categories=["Outdoors", "Jackets"],
     event_time=datetime(2026, 1, 1, tzinfo=timezone.utc),
 )
-ANSWERS = {
-    "AttributesStep": {"rationale": "The text says waterproof nylon.", "attributes": ["waterproof"], "materials": ["nylon"]},
-    "UsageStep": {"rationale": "Hiking in the rain.", "scenarios": ["hiking"], "seasons": ["autumn"]},
-    "AudienceStep": {"rationale": "Hikers buy shells.", "audiences": ["hikers"]},
-    "NeedsStep": {"rationale": "Hikers need boots.", "complements": ["boots"], "substitutes": ["rain poncho"]},
-    "Critique": {"consistent": True, "problems": []},
-    "SummaryStep": {"rationale": "Agreed by all steps.", "summary": "A waterproof nylon shell for hikers."},
-}
 
 
 class ScriptedBackend:

@@ -60,7 +60,10 @@ offsets = itertools.count(1)
 
 
 def batch(**records: dict) -> FetchedBatch:
-    return FetchedBatch(items=records.get("items", {}), users=records.get("users", {}), positions={("features", 0): next(offsets)})
+    return FetchedBatch(
+        items=records.get("items", {}), users=records.get("users", {}), knowledge=records.get("knowledge", {}),
+        positions={("features", 0): next(offsets)},
+    )
 
 
 def test_known_users_rank_unknown_users_get_popular_and_fresh(model_dir: Path, tmp_path: Path) -> None:
@@ -103,3 +106,22 @@ def test_popularity_counts_only_interactions_an_update_adds() -> None:
     assert _new_entries(None, first) == ["a", "b"]
     assert _new_entries(first, history("u", ["a", "b", "c"], 3)) == ["c"]
     assert _new_entries(first, first) == []  # a redelivered update adds nothing
+
+
+def test_the_replica_keeps_item_knowledge_across_restarts(model_dir: Path, tmp_path: Path) -> None:
+    from reaseq.contracts import KnowledgeResult
+    from tests.support import ANSWERS
+
+    chain = {name: ANSWERS[step] for name, step in [
+        ("attributes", "AttributesStep"), ("usage", "UsageStep"), ("audience", "AudienceStep"), ("needs", "NeedsStep"), ("summary", "SummaryStep"),
+    ]}
+    result = KnowledgeResult(
+        item_id="i3", content_hash="h", chain=chain, step_vectors=[[0.1] * 4] * 5, fused_vector=[0.5] * 4,
+        encoder="minilm", backend="embedded", model="m", prompt_version="none", created_at=T0,
+    )
+    service = open_service(model_dir, tmp_path / "replica")
+    assert service.apply(batch(knowledge={"i3": result})) == 1
+    service.replica.close()
+    again = open_service(model_dir, tmp_path / "replica")
+    assert again.replica.knowledge("i3") == result and again.replica.knowledge("i4") is None
+    again.replica.close()
