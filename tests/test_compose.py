@@ -253,7 +253,7 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
     "bad-depends-on-condition": (_set(f"services/{WORKER}/depends_on/kafka/condition", "healthy"), "schema"),
     "unknown-top-level-key": (_set("volume", {"kafka-data": None}), "schema"),
     "unknown-reaseq-env": (_set(f"services/{WORKER}/environment/REASEQ_VLLM_URL", "http://vllm:8000/v1"), "env_names"),
-    "reaseq-env-on-other-service": (_set("services/vllm/environment/REASEQ_LLM_MODEL", "llm"), "env_names"),
+    "reaseq-env-on-other-service": (_set("services/vllm/environment/REASEQ_LLM_GPU_LAYERS", "32"), "env_names"),
     "foreign-env-on-project-service": (_set(f"services/{TRITON}/environment/OPENAI_BASE_URL", "x"), "env_names"),
     "env-not-shared": (_set("services/provision/environment", {"KAFKA_BOOTSTRAP": "kafka:9092"}), "env_names"),
     "invalid-setting": (_set(f"services/{WORKER}/environment/REASEQ_PARTITIONS", "0"), "settings"),
