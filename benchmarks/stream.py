@@ -42,7 +42,7 @@ from rich.table import Table
 from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import run_dir, spawn_worker, stop_process
+from infra.stack import log_tail, run_dir, spawn_worker, stop_process
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind
 from reaseq.publish import producer
 from reaseq.settings import Settings
@@ -287,8 +287,7 @@ async def offer_load(
 
 
 def worker_log_tail(settings: Settings, lines: int = 20) -> str:
-    path = run_dir(settings) / "bench.g1.log"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no worker log)"
+    return log_tail(run_dir(settings) / "bench.g1.log", lines)
 
 
 async def measure(args: argparse.Namespace, settings: Settings, bootstrap: str) -> dict[str, Any]:

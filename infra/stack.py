@@ -14,10 +14,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.broker import EmbeddedBroker, wait_until_answers
 from infra.provision import provision
 from reaseq.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.triton import TritonEndpoints
 
 
 class StackError(RuntimeError):
@@ -39,6 +43,11 @@ class TritonProcess:
     grpc_port: int
     metrics_port: int
 
+    def endpoints(self) -> TritonEndpoints:
+        from infra.triton import TritonEndpoints
+
+        return TritonEndpoints(self.host, self.http_port, self.grpc_port, self.metrics_port)
+
 
 @dataclass
 class RunState:
@@ -55,6 +64,14 @@ def run_dir(settings: Settings) -> Path:
 
 def _run_file(settings: Settings) -> Path:
     return run_dir(settings) / "stack.json"
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a process log, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
 
 
 def pid_alive(pid: int) -> bool:
@@ -180,16 +197,12 @@ def start_serving(settings: Settings, state: RunState, model_dir: Path | None = 
     """Start Triton in the running stack, serving ``model_dir`` (published as the next version) or else the
     repository's newest version, or the model store's newest; None when there is no trained model at all."""
     from infra.triton import ModelRepository, TritonServer
-    from models.artifact import list_versions
 
     repository = ModelRepository(settings)
-    if model_dir is None and repository.newest() is None:
-        trained = list_versions(settings.model_store)
-        model_dir = trained[-1] if trained else None
-        if model_dir is None:
-            return None
     if model_dir is not None:
         repository.publish(model_dir)
+    elif not repository.ensure_version(settings.model_store):
+        return None
     server = TritonServer(settings, state.bootstrap)
     server.start()
     assert server.process is not None

@@ -23,7 +23,7 @@ from pathlib import Path
 import tritonclient.http as triton_http
 
 from infra.ports import free_port
-from infra.stack import stop_process, worker_env
+from infra.stack import log_tail, stop_process, worker_env
 from reaseq.settings import Settings
 
 MODEL_NAME = "ranker"
@@ -77,6 +77,17 @@ class ModelRepository:
     def newest(self) -> tuple[int, Path] | None:
         versions = self.versions()
         return max(versions.items()) if versions else None
+
+    def ensure_version(self, model_store: Path) -> bool:
+        """Publish the model store's newest version if the repository has none; False when neither has one."""
+        from models.artifact import list_versions
+
+        if self.newest() is not None:
+            return True
+        trained = list_versions(model_store)
+        if trained:
+            self.publish(trained[-1])
+        return bool(trained)
 
     def publish(self, model_dir: Path, catch_up_timeout_s: float = 120.0) -> int:
         """Add ``model_dir`` as the next version (not loaded yet); returns its number."""
@@ -176,14 +187,8 @@ def exec_triton(settings: Settings, bootstrap: str) -> None:
 
     With an empty repository, the model store's newest version is published first.
     """
-    from models.artifact import list_versions
-
-    repository = ModelRepository(settings)
-    if repository.newest() is None:
-        trained = list_versions(settings.model_store)
-        if not trained:
-            raise TritonError(f"no trained model version under {settings.model_store}: `reaseq train` first")
-        repository.publish(trained[-1])
+    if not ModelRepository(settings).ensure_version(settings.model_store):
+        raise TritonError(f"no trained model version under {settings.model_store}: `reaseq train` first")
     command, env = triton_command(settings, bootstrap, endpoints_for(settings))
     os.execve(command[0], command, env)
 
@@ -198,14 +203,14 @@ def wait_ready(endpoints: TritonEndpoints, process: subprocess.Popen[bytes] | No
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise TritonError(f"tritonserver exited with {process.returncode}:\n{_tail(log_path)}")
+            raise TritonError(f"tritonserver exited with {process.returncode}:\n{log_tail(log_path)}")
         try:
             if client.is_server_ready() and client.is_model_ready(MODEL_NAME):
                 return
         except Exception:  # not listening yet
             pass
         time.sleep(0.5)
-    raise TritonError(f"Triton not ready after {timeout_s:.0f} s:\n{_tail(log_path)}")
+    raise TritonError(f"Triton not ready after {timeout_s:.0f} s:\n{log_tail(log_path)}")
 
 
 def promote(settings: Settings, endpoints: TritonEndpoints, model_dir: Path) -> int:
@@ -241,13 +246,6 @@ def served_version(endpoints: TritonEndpoints) -> int | None:
     index = admin_client(endpoints, timeout_s=5.0).get_model_repository_index()
     ready = [int(entry["version"]) for entry in index if entry.get("name") == MODEL_NAME and entry.get("state") == "READY"]
     return max(ready, default=None)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 class TritonServer:

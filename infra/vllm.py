@@ -23,7 +23,7 @@ from types import TracebackType
 import torch
 
 from infra.ports import free_port
-from infra.stack import stop_process
+from infra.stack import log_tail, stop_process
 from reaseq.settings import Settings
 from workers.prompts import PROMPTS
 
@@ -96,7 +96,7 @@ class VLLMServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise VLLMError(f"vllm exited with {self.process.returncode}:\n{_tail(self.log_path)}")
+                raise VLLMError(f"vllm exited with {self.process.returncode}:\n{log_tail(self.log_path)}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
                     if response.status == 200:
@@ -105,7 +105,7 @@ class VLLMServer:
                 pass
             time.sleep(1.0)
         self.stop()
-        raise VLLMError(f"vllm not healthy after {timeout_s:.0f} s:\n{_tail(self.log_path)}")
+        raise VLLMError(f"vllm not healthy after {timeout_s:.0f} s:\n{log_tail(self.log_path)}")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -149,10 +149,3 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
     return directory
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"

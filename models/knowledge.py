@@ -2,7 +2,7 @@
 
 A step is encoded from its structured fields (its rationale justifies them and is left out); the fused vector is
 the normalised mean of the item text's embedding and the step vectors, the knowledge-enriched item
-representation. ``enriched_text`` is the same knowledge as text, for semantic-ID assignment and the ranker.
+representation.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ def step_text(name: str, step: ReasoningStep) -> str:
     fields = step.model_dump(mode="json", exclude={"rationale"})
     parts = [f"{key}: {', '.join(value) if isinstance(value, list) else value}" for key, value in fields.items() if value]
     return f"{name}; " + "; ".join(parts)
-
-
-def enriched_text(item_text: str, chain: KnowledgeChain) -> str:
-    return " | ".join([item_text, *(step_text(name, step) for name, step in chain.steps())])
 
 
 def knowledge_vectors(

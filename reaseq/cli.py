@@ -183,14 +183,12 @@ def serve() -> None:
 
 def _triton_endpoints() -> TritonEndpoints:
     from infra.stack import load_run_state
-    from infra.triton import TritonEndpoints
 
     state = load_run_state(get_settings())
     if state is None or state.triton is None:
         console.print("[red]Triton is not running: `reaseq up` starts it once a ranker is trained[/red]")
         raise typer.Exit(2)
-    t = state.triton
-    return TritonEndpoints(t.host, t.http_port, t.grpc_port, t.metrics_port)
+    return state.triton.endpoints()
 
 
 @app.command()
@@ -262,7 +260,7 @@ def models_promote(
     """Serve a model version: a running Triton loads it beside the current one and switches without failing
     requests; in a local stack without Triton yet, Triton is started with it."""
     from infra.stack import load_run_state, start_serving
-    from infra.triton import TritonEndpoints, TritonError, promote
+    from infra.triton import TritonError, promote
     from models.artifact import list_versions
 
     settings = get_settings()
@@ -277,7 +275,7 @@ def models_promote(
             triton = start_serving(settings, state, target)
             assert triton is not None
             console.print(f"Triton started: grpc {triton.host}:{triton.grpc_port}, http {triton.host}:{triton.http_port}")
-            endpoints = TritonEndpoints(triton.host, triton.http_port, triton.grpc_port, triton.metrics_port)
+            endpoints = triton.endpoints()
         else:
             endpoints = _triton_endpoints()
             promote(settings, endpoints, target)

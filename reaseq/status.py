@@ -58,13 +58,13 @@ def collect(settings: Settings, bootstrap: str) -> Status:
 
 def _serving(settings: Settings) -> str:
     from infra.stack import load_run_state
-    from infra.triton import ModelRepository, TritonEndpoints, served_version
+    from infra.triton import ModelRepository, served_version
 
     state = load_run_state(settings)
     if state is None or state.triton is None:
         return "Triton: not running in the local stack"
     t = state.triton
-    endpoints = TritonEndpoints(t.host, t.http_port, t.grpc_port, t.metrics_port)
+    endpoints = t.endpoints()
     try:
         version = served_version(endpoints)
     except Exception as error:  # the status of a broken server is what the operator asked for

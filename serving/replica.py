@@ -17,7 +17,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
-from infra.offsets import exact_end_offsets, list_partitions
+from infra.offsets import Partition, exact_end_offsets, list_partitions
 from reaseq.contracts import ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
@@ -66,10 +66,6 @@ class FeatureReplica:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def item(self, item_id: str) -> ItemFeatureUpdate | None:
-        raw = self.db.get(ITEM + item_id.encode())
-        return None if raw is None else ItemFeatureUpdate.model_validate_json(raw)
-
     def user(self, user_id: str) -> UserFeatureUpdate | None:
         raw = self.db.get(USER + user_id.encode())
         return None if raw is None else UserFeatureUpdate.model_validate_json(raw)
@@ -79,20 +75,27 @@ class FeatureReplica:
         return None if raw is None else KnowledgeResult.model_validate_json(raw)
 
     def items(self) -> Iterator[ItemFeatureUpdate]:
-        for _, raw in self._scan(ITEM):
+        for _, raw in self.scan(ITEM):
             yield ItemFeatureUpdate.model_validate_json(raw)
 
     def popularity(self) -> dict[str, int]:
         """Interactions seen per item since the replica started following the user histories."""
-        return {key[len(POPULARITY):].decode(): int(raw) for key, raw in self._scan(POPULARITY)}
+        return {key[len(POPULARITY):].decode(): int(raw) for key, raw in self.scan(POPULARITY)}
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Raw entries under ``prefix`` (for state that an owner stores beside the features)."""
-        return self._scan(prefix)
+        """Raw entries under ``prefix`` (also for state that an owner stores beside the features)."""
+        iterator = self.db.iter()
+        iterator.seek(prefix)
+        while iterator.valid():
+            key = iterator.key()
+            if not key.startswith(prefix):
+                break
+            yield key, iterator.value()
+            iterator.next()
 
-    def positions(self) -> dict[tuple[str, int], int]:
+    def positions(self) -> dict[Partition, int]:
         found = {}
-        for key, raw in self._scan(OFFSET):
+        for key, raw in self.scan(OFFSET):
             topic, _, partition = key[len(OFFSET):].decode().rpartition("/")
             found[(topic, int(partition))] = int(raw)
         return found
@@ -117,16 +120,12 @@ class FeatureReplica:
         Returns the new popularity counts of the items that the batch's interactions touched.
         """
         writes = WriteBatch(raw_mode=True)
-        for item_id, item in batch.items.items():
-            if item is None:
-                writes.delete(ITEM + item_id.encode())
-            else:
-                writes.put(ITEM + item_id.encode(), item.model_dump_json().encode())
-        for item_id, result in batch.knowledge.items():
-            if result is None:
-                writes.delete(KNOWLEDGE_KEY + item_id.encode())
-            else:
-                writes.put(KNOWLEDGE_KEY + item_id.encode(), result.model_dump_json().encode())
+        for prefix, records in ((ITEM, batch.items), (KNOWLEDGE_KEY, batch.knowledge)):
+            for item_id, record in records.items():
+                if record is None:
+                    writes.delete(prefix + item_id.encode())
+                else:
+                    writes.put(prefix + item_id.encode(), record.model_dump_json().encode())
         counts: dict[str, int] = {}
         for user_id, update in batch.users.items():
             key = USER + user_id.encode()
@@ -149,11 +148,13 @@ class FeatureReplica:
     def topics(self) -> tuple[str, str, str]:
         return (self.item_topic, self.user_topic, self.knowledge_topic)
 
-    def lag(self) -> int:
-        """Records on the feature topics that this replica has not applied yet."""
+    def end_offsets(self) -> dict[Partition, tuple[int, int]]:
+        """(low, end) of every partition of the followed topics, now."""
+        return exact_end_offsets(self.bootstrap, list_partitions(self.bootstrap, self.topics))
+
+    def behind(self, ends: Mapping[Partition, tuple[int, int]]) -> int:
+        """Records up to ``ends`` that this replica has not applied yet."""
         applied = self.positions()
-        partitions = list_partitions(self.bootstrap, self.topics)
-        ends = exact_end_offsets(self.bootstrap, partitions)
         return sum(max(0, end - max(applied.get(partition, 0), low)) for partition, (low, end) in ends.items())
 
     def close(self) -> None:
@@ -217,16 +218,6 @@ class FeatureReplica:
     def _count(self, item_id: str) -> int:
         raw = self.db.get(POPULARITY + item_id.encode())
         return 0 if raw is None else int(raw)
-
-    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        iterator = self.db.iter()
-        iterator.seek(prefix)
-        while iterator.valid():
-            key = iterator.key()
-            if not key.startswith(prefix):
-                break
-            yield key, iterator.value()
-            iterator.next()
 
 
 def _new_entries(previous: UserFeatureUpdate | None, update: UserFeatureUpdate) -> list[str]:

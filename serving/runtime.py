@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from infra.offsets import exact_end_offsets, list_partitions
 from models.artifact import ModelArtifact
 from reaseq.contracts import RankRequest, RankResponse
 from reaseq.settings import Settings
@@ -55,12 +54,10 @@ class ServingRuntime:
 
     def start(self, catch_up_timeout_s: float = 120.0) -> ServingRuntime:
         """Apply everything on the feature topics up to now, then follow them in the background."""
-        ends = exact_end_offsets(
-            self.bootstrap, list_partitions(self.bootstrap, self.replica.topics)
-        )
+        ends = self.replica.end_offsets()
         deadline = time.monotonic() + catch_up_timeout_s
         applied = 0
-        while not self._caught_up(ends):
+        while self.replica.behind(ends):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"feature replica did not catch up within {catch_up_timeout_s:.0f} s")
             applied += self.service.apply(self.replica.fetch(timeout_s=0.2))
@@ -79,10 +76,6 @@ class ServingRuntime:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self.replica.close()
-
-    def _caught_up(self, ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
-        applied = self.replica.positions()
-        return all(end <= max(low, applied.get(partition, 0)) for partition, (low, end) in ends.items())
 
     def _follow(self) -> None:
         while not self._stop.is_set():

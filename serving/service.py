@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from models.artifact import ModelArtifact
+from models.tiger import SemanticIdTokenizer
 from models.datasets import build_item_text
 from models.text_encoder import TextEncoder
 from reaseq.contracts import ItemFeatureUpdate, RankRequest, RankResponse, RankSource, ScoredItem
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
 
 ASSIGNED = b"s/"  # replica entries: item id -> "index,code,code,..."
 FRESH_POOL = 1000  # newest items kept for cold-start answers
+
+
+@dataclass(frozen=True)
+class ColdStartView:
+    total: int  # interactions counted, plus one
+    key: Callable[[str], tuple[int, int]]  # (interactions, recency rank): higher is first
+    popular: list[str]  # every counted item, best first
 
 
 class RankerService:
@@ -43,7 +52,7 @@ class RankerService:
         self._fresh: list[tuple[str, str]] = []  # (first_seen ISO, item id), newest last
         self._catalog: set[str] = set()  # items published on the topics (rankable or not)
         self._popularity: dict[str, int] = {}
-        self.unassignable = 0  # items that cannot get an ID in this version (published IDs have no RQ-VAE)
+        self._cold: ColdStartView | None = None  # derived from the three above; rebuilt after they change
         self._restore()
 
     @property
@@ -68,7 +77,6 @@ class RankerService:
         if not new:
             return {}
         if self.artifact.ids.model is None:
-            self.unassignable += len(new)
             log.warning("new items cannot get semantic IDs: the version uses published IDs", extra={"items": len(new)})
             return {}
         texts = [build_item_text(item.title, item.description, item.brand, item.categories) for item in new]
@@ -79,7 +87,6 @@ class RankerService:
             try:
                 codes = self.artifact.ids.assign_new(str(next_index), np.asarray(embedding))
             except ValueError as error:  # a full code prefix: the item waits for a retrained version
-                self.unassignable += 1
                 log.warning("no semantic ID for item", extra={"item_id": item.item_id, "error": str(error)})
                 continue
             assigned[item.item_id] = (next_index, *codes)
@@ -87,22 +94,28 @@ class RankerService:
         return assigned
 
     def _publish(self, batch: FetchedBatch, assigned: dict[str, tuple[int, ...]], counts: dict[str, int]) -> None:
+        # The trie is rebuilt before taking the lock, so requests wait only for the swap. Only this (the
+        # follower) thread changes the tokenizer, so building from the current one is safe.
+        tokenizer = self._tokenizer_for(assigned) if assigned else None
         with self._lock:
-            self._add_items(assigned)
+            if tokenizer is not None:
+                self._add_items(assigned, tokenizer)
             self._catalog.update(item_id for item_id, item in batch.items.items() if item is not None)
             self._fresh.extend((item.first_seen.isoformat(), item.item_id) for item in batch.items.values() if item)
             self._fresh = sorted(set(self._fresh))[-FRESH_POOL:]
             self._popularity.update(counts)
+            self._cold = None
 
-    def _add_items(self, assigned: dict[str, tuple[int, ...]]) -> None:
-        if not assigned:
-            return
+    def _tokenizer_for(self, assigned: dict[str, tuple[int, ...]]) -> SemanticIdTokenizer:
+        return self.ranker.tokenizer_with({index: codes for index, *codes in assigned.values()})
+
+    def _add_items(self, assigned: dict[str, tuple[int, ...]], tokenizer: SemanticIdTokenizer) -> None:
         for item_id, (index, *_codes) in sorted(assigned.items(), key=lambda pair: pair[1][0]):
             if index != len(self.item_ids):
                 raise RuntimeError(f"semantic-ID assignments out of order at {item_id} (index {index})")
             self.item_ids.append(item_id)
             self.index_of[item_id] = index
-        self.ranker.add_items({index: codes for index, *codes in assigned.values()})
+        self.ranker.use_tokenizer(tokenizer)
 
     def _restore(self) -> None:
         """Re-apply the IDs this replica assigned before, then load popularity and freshness."""
@@ -110,13 +123,15 @@ class RankerService:
         for key, raw in self.replica.scan(ASSIGNED):
             index, *codes = (int(part) for part in raw.decode().split(","))
             assigned[key[len(ASSIGNED):].decode()] = (index, *codes)
-        for item_id, (index, *codes) in sorted(assigned.items(), key=lambda pair: pair[1][0]):
+        for index, *codes in assigned.values():
             self.artifact.ids.restore(str(index), tuple(codes))
-        self._add_items(assigned)
+        if assigned:
+            self._add_items(assigned, self._tokenizer_for(assigned))
         self._popularity = self.replica.popularity()
         items = list(self.replica.items())
         self._catalog = {item.item_id for item in items}
         self._fresh = sorted((item.first_seen.isoformat(), item.item_id) for item in items)[-FRESH_POOL:]
+        self._cold = None
 
     # -- ranking ------------------------------------------------------------------------------
 
@@ -179,23 +194,30 @@ class RankerService:
 
     def _cold_start(self, request: RankRequest) -> RankResponse:
         """Popular and fresh items: scored by popularity (log share), the freshest breaking ties."""
-        total = sum(self._popularity.values()) + 1
-        recency = {item_id: rank for rank, (_, item_id) in enumerate(self._fresh)}
-
-        def key(item_id: str) -> tuple[int, int]:
-            return (self._popularity.get(item_id, 0), recency.get(item_id, -1))
-
+        view = self._cold_start_view()
         unknown: list[str] = []
         if request.candidates is not None:
             pool = [item for item in request.candidates if item in self.index_of or item in self._catalog]
             unknown = [item for item in request.candidates if item not in self.index_of and item not in self._catalog]
         else:
-            popular = sorted(self._popularity, key=key, reverse=True)[: request.k]
             fresh = [item_id for _, item_id in reversed(self._fresh)][: request.k]
-            pool = list(dict.fromkeys(_interleave(popular, fresh)))[: request.k]
-        ordered = sorted(pool, key=key, reverse=True)
-        scored = [(item, float(np.log((self._popularity.get(item, 0) + 1) / total))) for item in ordered]
+            pool = list(dict.fromkeys(_interleave(view.popular[: request.k], fresh)))[: request.k]
+        ordered = sorted(pool, key=view.key, reverse=True)
+        scored = [(item, float(np.log((self._popularity.get(item, 0) + 1) / view.total))) for item in ordered]
         return self._answer(request, scored, RankSource.COLD_START, unknown)
+
+    def _cold_start_view(self) -> ColdStartView:
+        """The popularity ranking, built once per change of the features rather than once per request."""
+        if self._cold is None:
+            recency = {item_id: rank for rank, (_, item_id) in enumerate(self._fresh)}
+            popularity = dict(self._popularity)
+
+            def key(item_id: str) -> tuple[int, int]:
+                return (popularity.get(item_id, 0), recency.get(item_id, -1))
+
+            popular = sorted(popularity, key=key, reverse=True)
+            self._cold = ColdStartView(sum(popularity.values()) + 1, key, popular)
+        return self._cold
 
     def _answer(
         self, request: RankRequest, scored: list[tuple[str, float]], source: RankSource, unknown: list[str]

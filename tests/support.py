@@ -82,3 +82,14 @@ ANSWERS = {
     "SummaryStep": {"rationale": "Agreed by all steps.", "summary": "A waterproof nylon shell for hikers."},
 }
 
+
+
+# TrainConfig fields of a model small enough to train in seconds (the model, not its quality, is under test).
+TINY_TRAINING = {
+    "rqvae": {"codebook_size": 8, "epochs": 20, "batch_size": 128},
+    "ranker": {"d_model": 32, "d_kv": 16, "num_heads": 2, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
+    "epochs": 2,
+    "eval_every": 1,
+    "batch_size": 64,
+    "beam_size": 10,
+}

@@ -18,7 +18,7 @@ from reaseq.settings import Settings
 from reaseq.synthetic import generate
 from reaseq.topics import USER_FEATURES, topic_name
 from reaseq.wire import encode
-from tests.support import TopicReader, latest_by_key
+from tests.support import TINY_TRAINING, TopicReader, latest_by_key
 
 
 def reaseq(env: dict[str, str], *args: str) -> str:
@@ -84,16 +84,6 @@ def test_up_publish_status_replay_down(tmp_path: Path) -> None:
     finally:
         reaseq(env, "down")
     assert not (tmp_path / "state" / "run" / "stack.json").exists()
-
-
-TINY_TRAINING = {
-    "rqvae": {"codebook_size": 8, "epochs": 20, "batch_size": 128},
-    "ranker": {"d_model": 32, "d_kv": 16, "num_heads": 2, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
-    "epochs": 2,
-    "eval_every": 1,
-    "batch_size": 64,
-    "beam_size": 10,
-}
 
 
 def test_up_train_promote_rank_down(tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models.rqvae import RQVAEConfig
 from models.semantic_ids import SemanticIdTable
-from models.tiger import TigerConfig, TigerRanker
+from models.tiger import TigerRanker
 from models.train import TrainConfig, train
 from reaseq.synthetic import generate
+from tests.support import TINY_TRAINING
 
 
 def write_lcrec(folder: Path, n_items: int, n_users: int, n_events: int) -> None:
@@ -30,15 +30,7 @@ def write_lcrec(folder: Path, n_items: int, n_users: int, n_events: int) -> None
 
 def test_training_writes_a_loadable_versioned_model(tmp_path: Path) -> None:
     write_lcrec(tmp_path / "tiny", n_items=120, n_users=60, n_events=900)
-    config = TrainConfig(
-        dataset=tmp_path / "tiny",
-        rqvae=RQVAEConfig(codebook_size=8, epochs=20, batch_size=128),
-        ranker=TigerConfig(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_encoder_layers=1, num_decoder_layers=1),
-        epochs=2,
-        eval_every=1,
-        batch_size=64,
-        beam_size=10,
-    )
+    config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **TINY_TRAINING})
     version = train(config, tmp_path / "store", tmp_path / "state")
     assert version.parent == tmp_path / "store" / "Tiny"
     metrics = json.loads((version / "metrics.json").read_text())

@@ -21,15 +21,13 @@ from infra.provision import provision
 from infra.stack import spawn_worker, stop_process
 from infra.triton import ModelRepository, TritonServer, promote, rollback, served_version
 from models.datasets import load_from_topics
-from models.rqvae import RQVAEConfig
-from models.tiger import TigerConfig
 from models.train import TrainConfig, train
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind, RankRequest, RankSource
 from reaseq.settings import Settings
 from reaseq.synthetic import SyntheticWorld, generate
 from reaseq.topics import EVENTS, ITEMS, USER_FEATURES, topic_name
 from serving.client import RankClient, RankRequestError
-from tests.support import TopicReader, latest_by_key, send_contracts
+from tests.support import TINY_TRAINING, TopicReader, latest_by_key, send_contracts
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +46,7 @@ class Served:
 
 
 def train_tiny(settings: Settings, bootstrap: str, root: Path, seed: int) -> Path:
-    config = TrainConfig(
-        dataset=Path("topics"),
-        rqvae=RQVAEConfig(codebook_size=8, epochs=20, batch_size=128),
-        ranker=TigerConfig(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_encoder_layers=1, num_decoder_layers=1),
-        epochs=2,
-        eval_every=1,
-        batch_size=64,
-        beam_size=10,
-        seed=seed,
-    )
+    config = TrainConfig.model_validate({"dataset": Path("topics"), **TINY_TRAINING, "seed": seed})
     return train(config, root / "store", settings.state_dir, data=load_from_topics(settings, bootstrap))
 
 
