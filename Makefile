@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test bench-stream bench-quality bench-serving bench-enrich clean
+.PHONY: setup demo test bench-stream bench-quality bench-serving bench-enrich bench-interest clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ bench-serving: setup
 
 bench-enrich: setup
 	$(BIN)/python -m benchmarks.enrich
+
+bench-interest: setup
+	$(BIN)/python -m benchmarks.interest
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality

@@ -34,7 +34,7 @@ from rich.console import Console
 from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import spawn_enrichment, spawn_worker, stop_process
+from infra.stack import spawn_async_worker, spawn_worker, stop_process
 from infra.vllm import VLLMServer, build_tiny_model, ensure_env
 from reaseq.contracts import CatalogItem
 from reaseq.publish import producer
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             processes.append(spawn_worker(settings, broker.bootstrap, 1, "bench"))
             watcher = KnowledgeWatcher(settings, broker.bootstrap)
 
-        embedded = spawn_enrichment(settings.model_copy(update={"app_id": "bench-embedded"}), broker.bootstrap)
+        embedded = spawn_async_worker(settings.model_copy(update={"app_id": "bench-embedded"}), broker.bootstrap, "enrich")
         processes.append(embedded)
         with console.status("embedded reasoner: freshness"):
             freshness(settings, broker.bootstrap, watcher, fresh_items(3, seed=1), rate=1.0, timeout_s=300)  # warm-up
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             direct_rate(server, llm_settings, fresh_items(4, seed=3))  # warm-up
             direct, direct_ok = direct_rate(server, llm_settings, fresh_items(args.items, seed=4))
         console.print(f"direct: {direct:.2f} items/s ({direct_ok} of {args.items} valid)")
-        processes.append(spawn_enrichment(llm_settings, broker.bootstrap))
+        processes.append(spawn_async_worker(llm_settings, broker.bootstrap, "enrich"))
         with console.status(f"pipeline: {args.items} items through the stream"):
             freshness(settings, broker.bootstrap, watcher, fresh_items(2, seed=5), rate=1.0, timeout_s=600)  # warm-up
             pipeline = pipeline_rate(settings, broker.bootstrap, watcher, fresh_items(args.items, seed=6), timeout_s=1200)

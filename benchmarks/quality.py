@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
-        config = TrainConfig(dataset=args.data / name, ids=RUNS[name], epochs=args.epochs)
+        config = TrainConfig(dataset=args.data / name, ids=RUNS[name], epochs=args.epochs, interests=None)
         runs = {model: MODELS[model](config, args) for model in args.models}
         rows = [run.pop("row") for run in runs.values()]
         rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]

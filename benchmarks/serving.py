@@ -170,6 +170,7 @@ def train_size(settings: Settings, bootstrap: str, config: TigerConfig, out: Pat
         epochs=1,
         eval_every=1,
         max_eval_users=50,
+        interests=None,  # serving latency is the ranker's
     )
     return train(training, out, settings.state_dir, data=load_from_topics(settings, bootstrap))
 

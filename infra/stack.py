@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from infra.broker import EmbeddedBroker, wait_until_answers
 from infra.provision import provision
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 class StackError(RuntimeError):
     """The local stack is not running or could not be started."""
+
+
+AsyncWorker = Literal["enrich", "interests"]
+ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests")  # item knowledge, beyond-log interests
 
 
 @dataclass
@@ -54,7 +58,7 @@ class RunState:
     bootstrap: str
     broker_pid: int | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
-    enrichment_pid: int | None = None
+    async_workers: dict[str, int] = field(default_factory=dict)  # their CLI command -> pid
     triton: TritonProcess | None = None
 
 
@@ -88,8 +92,7 @@ def load_run_state(settings: Settings) -> RunState | None:
         return None
     body = json.loads(path.read_text())
     state = RunState(bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"))
-    enrichment = body.get("enrichment_pid")
-    state.enrichment_pid = enrichment if enrichment and pid_alive(enrichment) else None
+    state.async_workers = {name: pid for name, pid in body.get("async_workers", {}).items() if pid_alive(pid)}
     state.workers = [WorkerProcess(**w) for w in body.get("workers", []) if pid_alive(w["pid"])]
     triton = body.get("triton")
     state.triton = TritonProcess(**triton) if triton and pid_alive(triton["pid"]) else None
@@ -138,9 +141,9 @@ def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str)
     return spawn_cli(settings, bootstrap, ["worker", "--generation", str(generation), "--name", name], f"{name}.g{generation}")
 
 
-def spawn_enrichment(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
-    """Start an enrichment worker (log: ``<state_dir>/run/enrich.log``)."""
-    return spawn_cli(settings, bootstrap, ["enrich"], "enrich")
+def spawn_async_worker(settings: Settings, bootstrap: str, command: AsyncWorker) -> subprocess.Popen[bytes]:
+    """Start an asynchronous worker, ``reaseq enrich`` or ``reaseq interests`` (log: ``run/<command>.log``)."""
+    return spawn_cli(settings, bootstrap, [command], command)
 
 
 def stop_process(pid: int, timeout_s: float = 30.0) -> None:
@@ -186,7 +189,7 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
     state.workers = [
         WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)
     ]
-    state.enrichment_pid = spawn_enrichment(settings, bootstrap).pid
+    state.async_workers = {command: spawn_async_worker(settings, bootstrap, command).pid for command in ASYNC_WORKERS}
     save_run_state(settings, state)
     if serve:
         start_serving(settings, state)
@@ -219,8 +222,8 @@ def stop_stack(settings: Settings) -> RunState | None:
         return None
     if state.triton:
         stop_process(state.triton.pid)
-    if state.enrichment_pid:
-        stop_process(state.enrichment_pid)
+    for pid in state.async_workers.values():
+        stop_process(pid)
     for worker in state.workers:
         stop_process(worker.pid)
     if state.broker_pid:

@@ -35,6 +35,7 @@ class SequenceData:
     sequences: dict[str, list[int]]  # user -> item indices, oldest first
     item_text: dict[int, str] | None  # index -> text; None when the source has no text at all
     name: str
+    item_categories: dict[int, list[str]] | None = None  # index -> category names, where the source has them
 
     @property
     def num_items(self) -> int:
@@ -106,19 +107,24 @@ def load_lcrec(inter_path: Path, item_path: Path | None = None, name: str | None
     if indices and min(indices) < 0:
         raise ValueError(f"{inter_path}: item indices are 0-based, got {min(indices)}")
     count = max(indices, default=-1) + 1
-    item_text = None
+    item_text = item_categories = None
     if item_path is not None:
+        item_categories = {int(index): _categories(meta.get("categories") or "") for index, meta in metadata.items()}
         item_text = {
             int(index): build_item_text(
                 meta.get("title") or "",
                 meta.get("description") or "",
                 meta.get("brand"),
-                (meta.get("categories") or "").split(","),
+                item_categories[int(index)],
             )
             for index, meta in metadata.items()
         }
     stem = inter_path.name.removesuffix(".inter.json")
-    return SequenceData([str(i) for i in range(count)], sequences, item_text, name or stem)
+    return SequenceData([str(i) for i in range(count)], sequences, item_text, name or stem, item_categories)
+
+
+def _categories(joined: str) -> list[str]:
+    return [name for name in (_clean(part) for part in joined.split(",")) if name]
 
 
 def load_dataset(path: Path) -> SequenceData:
@@ -222,7 +228,8 @@ def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0
         index[item_id]: build_item_text(item.title, item.description, item.brand, item.categories)
         for item_id, item in latest.items()
     }
-    return SequenceData(item_ids, sequences, item_text, settings.topic_prefix.rstrip("."))
+    item_categories = {index[item_id]: list(item.categories) for item_id, item in latest.items()}
+    return SequenceData(item_ids, sequences, item_text, settings.topic_prefix.rstrip("."), item_categories)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
-"""Recall@k and NDCG@k with one relevant item per example, vectorised over the batch.
+"""Ranking metrics: Recall@k and NDCG@k with one relevant item per example, vectorised over the batch, and the
+set-valued metrics of inferred interests (several held-out items per user, consistency, novelty).
 
-Both entry points reduce to the target's 0-based rank (``inf`` when it is not ranked at all), so ranked
+The single-target entry points reduce to the target's 0-based rank (``inf`` when it is not ranked at all), so ranked
 lists from generative retrieval and full score matrices are measured identically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -107,3 +109,63 @@ def full_ranking_metrics(
     accumulator = MetricAccumulator(ks)
     accumulator.add_scores(scores, targets, exclude)
     return accumulator.result()
+
+
+def set_metrics(ranked: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]], k: int) -> dict[str, float]:
+    """Means over users of hit rate, recall and NDCG at ``k`` when each user has a set of relevant items.
+
+    Hit rate: any relevant item in the top ``k``. Recall: the share of the user's relevant items found.
+    NDCG: binary gains, normalised by the best ordering of ``min(k, |relevant|)`` hits. Users without relevant
+    items are skipped; ``-1`` entries pad short lists.
+    """
+    hits = recall = ndcg = 0.0
+    users = 0
+    for items, truth in zip(ranked, relevant, strict=True):
+        wanted = set(truth)
+        if not wanted:
+            continue
+        users += 1
+        gains = [1.0 if item in wanted else 0.0 for item in list(items)[:k]]
+        found = sum(gains)
+        hits += found > 0
+        recall += found / len(wanted)
+        ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(wanted))))
+        ndcg += sum(gain / math.log2(rank + 2) for rank, gain in enumerate(gains)) / ideal
+    if users == 0:
+        raise ValueError("no user has relevant items")
+    return {f"hit_rate@{k}": hits / users, f"recall@{k}": recall / users, f"ndcg@{k}": ndcg / users}
+
+
+def semantic_consistency(
+    ranked: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], embeddings: torch.Tensor
+) -> float:
+    """Mean cosine similarity between each recommended item and the centroid of its user's history.
+
+    ``embeddings`` are item vectors [I, D]; the centroid is of the unit vectors, then re-normalised.
+    """
+    unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    total, count = 0.0, 0
+    for items, history in zip(ranked, histories, strict=True):
+        picked = [item for item in items if item >= 0]
+        if not picked or not history:
+            continue
+        centroid = torch.nn.functional.normalize(unit[list(history)].mean(0), dim=0)
+        total += float((unit[picked] @ centroid).sum())
+        count += len(picked)
+    return total / max(count, 1)
+
+
+def novelty(
+    ranked: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], categories: Mapping[int, Sequence[str]]
+) -> float:
+    """Share of recommended items none of whose categories occur in the user's history (items without categories skipped)."""
+    novel, count = 0, 0
+    for items, history in zip(ranked, histories, strict=True):
+        seen = {name for item in history for name in categories.get(item, ())}
+        for item in items:
+            names = categories.get(item)
+            if item < 0 or not names:
+                continue
+            count += 1
+            novel += not seen.intersection(names)
+    return novel / max(count, 1)

@@ -1,8 +1,8 @@
-"""One command from a dataset to a versioned model directory: semantic IDs, the TIGER ranker, its metrics.
+"""One command from a dataset to a versioned model directory: semantic IDs, the TIGER ranker, the interest model.
 
 The directory ``<out>/<dataset>/<version>/`` holds ``ids/`` (the semantic-ID table and, for our own IDs, the
-frozen RQ-VAE), ``ranker/`` (weights and tokenizer), ``config.json`` and ``metrics.json``; the serving
-side loads the newest version.
+frozen RQ-VAE), ``ranker/`` (weights and tokenizer), ``interests/`` (the masked-diffusion interest model over the
+same semantic IDs), ``config.json`` and ``metrics.json``; the serving side loads the newest version.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
-from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
 from models.artifact import ITEMS_FILE
+from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
+from models.device import default_device
+from models.interest_training import InterestTrainConfig, train_and_save
 from models.metrics import MetricAccumulator
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.device import default_device
 from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = 256
     beam_size: int = 20
     max_eval_users: int | None = None  # subsample validation for speed; the test pass always uses all users
+    interests: InterestTrainConfig | None = InterestTrainConfig()  # the beyond-log interest model; None skips it
     seed: int = 42
 
 
@@ -151,6 +153,7 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
     training = fit(ranker, split, config, version_dir / "ranker")
     best = TigerRanker.load(version_dir / "ranker", ranker.device)
     test = evaluate(best, split.test, config)
+    interests = train_and_save(best.tokenizer, data, config.interests, version_dir) if config.interests else None
     metrics = {
         "dataset": data.name,
         "users": len(split.test),
@@ -159,6 +162,7 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
         "device": str(ranker.device),
         "train_seconds": round(time.monotonic() - started, 1),
         **training,
+        "interests": interests,
     }
     (version_dir / "config.json").write_text(config.model_dump_json(indent=2))
     (version_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

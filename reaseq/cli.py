@@ -60,6 +60,17 @@ def enrich() -> None:
 
 
 @app.command()
+def interests() -> None:
+    """Run one interest worker in the foreground (beyond-log interests from the newest interest model)."""
+    from reaseq.logs import configure
+    from workers.interests import run_interests
+
+    settings = get_settings()
+    configure(settings.log_level)
+    run_interests(settings, _bootstrap())
+
+
+@app.command()
 def provision() -> None:
     """Create the project's topics (idempotent)."""
     from infra.control import active_generation
@@ -75,7 +86,8 @@ def up(
     workers: Annotated[int, typer.Option(min=1)] = 1,
     serve: Annotated[bool, typer.Option(help="Start Triton with the newest trained ranker, if there is one.")] = True,
 ) -> None:
-    """Start the local stack in the background: embedded broker (unless KAFKA_BOOTSTRAP), stream workers, Triton."""
+    """Start the local stack in the background: embedded broker (unless KAFKA_BOOTSTRAP), stream workers,
+    enrichment and interest workers, Triton."""
     from infra.stack import StackError, start_stack
     from infra.triton import TritonError
 

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     llm_breaker_cooldown_s: float = Field(default=2.0, gt=0, description="First cool-down; doubles up to 60 s.")
     prompt_version: str = Field(default="v1", description="Folder of workers/prompts to use.")
     enrich_batch: int = Field(default=32, ge=1, description="Enrichment requests fetched per batch.")
+    interest_batch: int = Field(default=32, ge=1, description="Interest requests fetched per batch: one inference call.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     def topic(self, name: str) -> str:

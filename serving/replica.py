@@ -1,5 +1,5 @@
-"""A local RocksDB replica of the compacted feature topics (item features, user histories, item knowledge), inside
-the serving process.
+"""A local RocksDB replica of the compacted feature topics (item features, user histories, item knowledge,
+inferred interests), inside the serving process.
 
 Each fetched batch of records is written with the offsets it reaches in one RocksDB write batch, so the
 replica and its position never disagree: a restarted server resumes where it stopped, and a new replica
@@ -18,10 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from rocksdict import Options, Rdict, WriteBatch
 
 from infra.offsets import Partition, exact_end_offsets, list_partitions
-from reaseq.contracts import ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate
+from reaseq.contracts import InterestResult, ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import DEAD_LETTERS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, topic_name
+from reaseq.topics import DEAD_LETTERS, INTERESTS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, topic_name
 from reaseq.wire import ContractError, decode
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 ITEM = b"i/"
 USER = b"u/"
 KNOWLEDGE_KEY = b"k/"
+INTEREST_KEY = b"n/"
 POPULARITY = b"p/"
 OFFSET = b"o/"
 AGENT = "serving-replica"
@@ -41,6 +42,7 @@ class FetchedBatch:
     items: dict[str, ItemFeatureUpdate | None] = field(default_factory=dict)
     users: dict[str, UserFeatureUpdate | None] = field(default_factory=dict)
     knowledge: dict[str, KnowledgeResult | None] = field(default_factory=dict)
+    interests: dict[str, InterestResult | None] = field(default_factory=dict)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     rejected: int = 0
 
@@ -61,6 +63,7 @@ class FeatureReplica:
         self.item_topic = topic_name(settings, ITEM_FEATURES)
         self.user_topic = topic_name(settings, USER_FEATURES)
         self.knowledge_topic = topic_name(settings, KNOWLEDGE)
+        self.interest_topic = topic_name(settings, INTERESTS)
         self._consumer: Consumer | None = None
         self._dead_letters: Producer | None = None
 
@@ -73,6 +76,10 @@ class FeatureReplica:
     def knowledge(self, item_id: str) -> KnowledgeResult | None:
         raw = self.db.get(KNOWLEDGE_KEY + item_id.encode())
         return None if raw is None else KnowledgeResult.model_validate_json(raw)
+
+    def interests(self, user_id: str) -> InterestResult | None:
+        raw = self.db.get(INTEREST_KEY + user_id.encode())
+        return None if raw is None else InterestResult.model_validate_json(raw)
 
     def items(self) -> Iterator[ItemFeatureUpdate]:
         for _, raw in self.scan(ITEM):
@@ -120,12 +127,13 @@ class FeatureReplica:
         Returns the new popularity counts of the items that the batch's interactions touched.
         """
         writes = WriteBatch(raw_mode=True)
-        for prefix, records in ((ITEM, batch.items), (KNOWLEDGE_KEY, batch.knowledge)):
-            for item_id, record in records.items():
+        keyed = ((ITEM, batch.items), (KNOWLEDGE_KEY, batch.knowledge), (INTEREST_KEY, batch.interests))
+        for prefix, records in keyed:
+            for key, record in records.items():
                 if record is None:
-                    writes.delete(prefix + item_id.encode())
+                    writes.delete(prefix + key.encode())
                 else:
-                    writes.put(prefix + item_id.encode(), record.model_dump_json().encode())
+                    writes.put(prefix + key.encode(), record.model_dump_json().encode())
         counts: dict[str, int] = {}
         for user_id, update in batch.users.items():
             key = USER + user_id.encode()
@@ -145,8 +153,8 @@ class FeatureReplica:
         return counts
 
     @property
-    def topics(self) -> tuple[str, str, str]:
-        return (self.item_topic, self.user_topic, self.knowledge_topic)
+    def topics(self) -> tuple[str, ...]:
+        return (self.item_topic, self.user_topic, self.knowledge_topic, self.interest_topic)
 
     def end_offsets(self) -> dict[Partition, tuple[int, int]]:
         """(low, end) of every partition of the followed topics, now."""
@@ -192,6 +200,7 @@ class FeatureReplica:
             self.item_topic: (batch.items, ItemFeatureUpdate),
             self.user_topic: (batch.users, UserFeatureUpdate),
             self.knowledge_topic: (batch.knowledge, KnowledgeResult),
+            self.interest_topic: (batch.interests, InterestResult),
         }[message.topic()]
         if value is None:
             target[key] = None

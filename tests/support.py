@@ -92,4 +92,5 @@ TINY_TRAINING = {
     "eval_every": 1,
     "batch_size": 64,
     "beam_size": 10,
+    "interests": {"model": {"d_model": 32, "num_heads": 2, "d_ff": 64, "num_layers": 1, "horizon": 4, "sampling_steps": 2}, "epochs": 2},
 }

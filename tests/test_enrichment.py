@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from infra.stack import spawn_enrichment, stop_process
+from infra.stack import spawn_async_worker, stop_process
 from reaseq.contracts import DeadLetterReason, EnrichmentRequest, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
@@ -22,7 +22,7 @@ def test_items_get_knowledge_once_per_content_and_bad_requests_are_dead_lettered
     bootstrap = settings.kafka_bootstrap
     assert bootstrap
     workers("w0")
-    enrichment = spawn_enrichment(settings, bootstrap)
+    enrichment = spawn_async_worker(settings, bootstrap, "enrich")
     try:
         items = generate(40, 2, 4, seed=8).items[:6]
         send_contracts(bootstrap, topic_name(settings, ITEMS), items, lambda m: m.item_id)  # type: ignore[attr-defined]

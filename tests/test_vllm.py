@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import spawn_enrichment, stop_process
+from infra.stack import spawn_async_worker, stop_process
 from infra.vllm import VLLMServer, build_tiny_model, ensure_env
 from reaseq.contracts import DeadLetterReason, KnowledgeResult
 from reaseq.deadletters import DeadLetter
@@ -46,7 +46,7 @@ def test_vllm_enriches_items_and_a_server_outage_loses_nothing(settings: Setting
     settings = with_llm(settings, llm)
     assert settings.kafka_bootstrap
     workers("w0")
-    enrichment = spawn_enrichment(settings, settings.kafka_bootstrap)
+    enrichment = spawn_async_worker(settings, settings.kafka_bootstrap, "enrich")
     try:
         items = generate(30, 2, 4, seed=4).items
         knowledge = TopicReader(settings.kafka_bootstrap, topic_name(settings, KNOWLEDGE))
@@ -75,7 +75,7 @@ def test_malformed_output_is_retried_then_dead_lettered(settings: Settings, work
     settings = with_llm(settings, llm, llm_guided=False, llm_max_tokens=32, llm_retries=1)
     assert settings.kafka_bootstrap
     workers("w0")
-    enrichment = spawn_enrichment(settings, settings.kafka_bootstrap)
+    enrichment = spawn_async_worker(settings, settings.kafka_bootstrap, "enrich")
     try:
         items = generate(30, 2, 4, seed=5).items[:2]
         publish(settings, items)

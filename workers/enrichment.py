@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from rocksdict import Options, Rdict
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from models.datasets import read_topics
 from models.knowledge import knowledge_vectors
@@ -32,11 +30,11 @@ from reaseq.contracts import (
     KnowledgeResult,
     utcnow,
 )
-from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import DEAD_LETTERS, ENRICHMENT_REQUESTS, ITEM_FEATURES, KNOWLEDGE, topic_name
+from reaseq.topics import ENRICHMENT_REQUESTS, ITEM_FEATURES, KNOWLEDGE, topic_name
 from reaseq.wire import ContractError, decode, encode
 from workers.agents import InvalidOutput, item_text
+from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
 from workers.breaker import CircuitBreaker
 from workers.llm import BackendUnavailable
 
@@ -64,38 +62,6 @@ class EnrichmentStats:
     latencies_s: list[float] = field(default_factory=list)
 
 
-class KnowledgeIndex:
-    """Item id -> content hash of its published knowledge, rebuilt from the knowledge topic when new."""
-
-    def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(path), Options(raw_mode=True))
-
-    def has(self, item_id: str, content_hash: str) -> bool:
-        return self.db.get(item_id.encode()) == content_hash.encode()
-
-    def put(self, item_id: str, content_hash: str) -> None:
-        self.db[item_id.encode()] = content_hash.encode()
-
-    def bootstrap(self, settings: Settings, bootstrap: str) -> int:
-        if self.db.get(b"\x00bootstrapped") is not None:
-            return 0
-        values = read_topics(bootstrap, [topic_name(settings, KNOWLEDGE)], timeout_s=60)[topic_name(settings, KNOWLEDGE)]
-        count = 0
-        for value in values:
-            try:
-                result = decode(KnowledgeResult, value, settings.max_message_bytes)
-            except ContractError:
-                continue
-            self.put(result.item_id, result.content_hash)
-            count += 1
-        self.db[b"\x00bootstrapped"] = b"1"
-        return count
-
-    def close(self) -> None:
-        self.db.close()
-
-
 class EnrichmentWorker:
     def __init__(self, settings: Settings, bootstrap: str, reasoner: Reasoner, encoder: TextEncoder) -> None:
         self.settings = settings
@@ -103,41 +69,29 @@ class EnrichmentWorker:
         self.reasoner = reasoner
         self.encoder = encoder
         self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)
-        self.index = KnowledgeIndex(settings.state_dir / "enrichment" / settings.app_id)
+        self.index = LocalIndex(settings.state_dir / "enrichment" / settings.app_id)  # item id -> published content hash
         self.stats = EnrichmentStats()
         self.requests_topic = topic_name(settings, ENRICHMENT_REQUESTS)
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.index.bootstrap(self.settings, self.bootstrap)
+        knowledge = topic_name(self.settings, KNOWLEDGE)
+        self.index.bootstrap(lambda: read_topics(self.bootstrap, [knowledge], timeout_s=60)[knowledge], self._index_entry)
         catalog = read_topics(self.bootstrap, [topic_name(self.settings, ITEM_FEATURES)], timeout_s=60)
         self.reasoner.observe(
             [decode(ItemFeatureUpdate, v, self.settings.max_message_bytes) for v in catalog[topic_name(self.settings, ITEM_FEATURES)] if v]
         )
-        consumer = AIOKafkaConsumer(
-            self.requests_topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=f"{self.settings.app_id}-enrichment",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=3_600_000,  # a batch may wait out an LLM outage; it is held, not abandoned
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
-        )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=self.settings.producer_linger_ms)
-        await consumer.start()
-        await producer.start()
         try:
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.enrich_batch)
-                records = [record for batch in batches.values() for record in batch]
-                if not records:
-                    continue
-                await self._process(records, producer)
-                await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+            group = f"{self.settings.app_id}-enrichment"
+            await consume_batches(self.settings, self.bootstrap, self.requests_topic, group, self.settings.enrich_batch, self._process, stop)
         finally:
-            await consumer.stop()
-            await producer.stop()
             self.index.close()
+
+    def _index_entry(self, value: bytes) -> tuple[str, bytes] | None:
+        try:
+            result = decode(KnowledgeResult, value, self.settings.max_message_bytes)
+        except ContractError:
+            return None
+        return result.item_id, result.content_hash.encode()
 
     async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
         latest: dict[str, tuple[ConsumerRecord, EnrichmentRequest]] = {}
@@ -148,7 +102,7 @@ class EnrichmentWorker:
             except ContractError as error:
                 sends.append(self._dead_letter(producer, record, error.reason, error.detail))
                 continue
-            if self.index.has(request.item_id, request.content_hash):
+            if self.index.get(request.item_id) == request.content_hash.encode():
                 self.stats.deduplicated += 1
                 continue
             latest[request.item_id] = (record, request)  # a later version in the same batch supersedes
@@ -180,7 +134,7 @@ class EnrichmentWorker:
                 sends.append(producer.send_and_wait(topic_name(self.settings, KNOWLEDGE), encode(result), key=request.item_id.encode()))
         await asyncio.gather(*sends)
         for _, request, _ in good:  # only once published: a crash before this re-enriches, never skips
-            self.index.put(request.item_id, request.content_hash)
+            self.index.put(request.item_id, request.content_hash.encode())
             self.stats.enriched += 1
             self.stats.latencies_s.append((utcnow() - request.requested_at).total_seconds())
         self.reasoner.observe([request.item for _, request, _ in good])
@@ -205,13 +159,9 @@ class EnrichmentWorker:
             pending = retry
         return [outcomes[i] for i in range(len(requests))]
 
-    def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: DeadLetterReason, detail: str):  # type: ignore[no-untyped-def]
-        log.warning("enrichment request dead-lettered", extra={"reason": reason.value, "detail": detail[:300]})
+    def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: DeadLetterReason, detail: str) -> Awaitable[object]:
         self.stats.dead_lettered += 1
-        letter = DeadLetter(reason, detail, record.topic, record.partition, record.offset, AGENT, record.key, record.value)
-        return producer.send_and_wait(
-            topic_name(self.settings, DEAD_LETTERS), record.value, key=record.key, headers=letter.headers()
-        )
+        return dead_letter(self.settings, producer, record, reason, detail, AGENT)
 
 
 async def build_reasoner(settings: Settings, encoder: TextEncoder) -> Reasoner:
@@ -252,17 +202,11 @@ async def first_model(base_url: str, timeout_s: float = 600.0) -> str:
 
 def run_enrichment(settings: Settings, bootstrap: str) -> None:
     """Run one enrichment worker until SIGTERM or SIGINT."""
-    import signal
-
     from models.text_encoder import cache_dir_for
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         encoder = TextEncoder(DEFAULT_MODEL, cache_dir=cache_dir_for(settings.state_dir / "enrichment"))
         reasoner = await build_reasoner(settings, encoder)
         await EnrichmentWorker(settings, bootstrap, reasoner, encoder).run(stop)
 
-    asyncio.run(main())
+    run_until_signalled(main)

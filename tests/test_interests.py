@@ -1,0 +1,77 @@
+"""Beyond-log interests through the stream: real broker, stream worker and interest worker, a trained tiny model."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from infra.stack import spawn_async_worker, stop_process
+from models.datasets import load_from_topics
+from models.train import TrainConfig, train
+from reaseq.contracts import DeadLetterReason, Interaction, InteractionKind, InterestRequest, InterestResult, UserFeatureUpdate, utcnow
+from reaseq.deadletters import DeadLetter
+from reaseq.settings import Settings
+from reaseq.synthetic import generate
+from reaseq.topics import DEAD_LETTERS, EVENTS, INTEREST_REQUESTS, INTERESTS, ITEMS, USER_FEATURES, topic_name
+from tests.conftest import Spawn
+from tests.support import TINY_TRAINING, TopicReader, latest_by_key, send, send_contracts
+
+pytestmark = pytest.mark.integration
+
+
+def results_of(records) -> list[InterestResult]:  # type: ignore[no-untyped-def]
+    return [InterestResult.model_validate_json(r.value) for r in records if r.value]
+
+
+def test_users_get_interests_once_per_history_and_new_events_refresh_them(settings: Settings, workers: Spawn, tmp_path: Path) -> None:
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap
+    settings = settings.model_copy(update={"model_store": tmp_path / "store"})
+    workers("w0")
+    world = generate(60, 12, 240, seed=4)
+    send_contracts(bootstrap, topic_name(settings, ITEMS), world.items, lambda m: m.item_id)  # type: ignore[attr-defined]
+    send_contracts(bootstrap, topic_name(settings, EVENTS), world.interactions, lambda m: m.user_id)  # type: ignore[attr-defined]
+    users = {interaction.user_id for interaction in world.interactions}
+    features = TopicReader(bootstrap, topic_name(settings, USER_FEATURES))
+    features.wait_for(lambda records: len(latest_by_key(records)) == len(users), timeout_s=120)
+
+    worker = spawn_async_worker(settings, bootstrap, "interests")  # before any model: requests wait in the topic
+    try:
+        train(TrainConfig.model_validate({"dataset": Path("topics"), **TINY_TRAINING}), settings.model_store, settings.state_dir,
+              data=load_from_topics(settings, bootstrap))
+        final = {key.decode(): UserFeatureUpdate.model_validate_json(value) for key, value in latest_by_key(features.poll()).items()}
+        interests = TopicReader(bootstrap, topic_name(settings, INTERESTS))
+
+        def current(results: list[InterestResult]) -> bool:
+            latest = {result.user_id: result for result in results}
+            return all(user in latest and latest[user].history_version == final[user].version for user in users)
+
+        results = results_of(interests.wait_for(lambda rs: current(results_of(rs)), timeout_s=180))
+        catalog = {item.item_id for item in world.items}
+        for result in results:
+            history = {entry.item_id for entry in final[result.user_id].history}
+            assert result.interests and all(i.item_id in catalog and i.item_id not in history for i in result.interests)
+            assert [i.confidence for i in result.interests] == sorted((i.confidence for i in result.interests), reverse=True)
+
+        # An unchanged history is not recomputed; a bad request is dead-lettered; a new event refreshes its user.
+        quiet, active = sorted(users)[:2]
+        counts = {user: sum(r.user_id == user for r in results) for user in users}
+        same = InterestRequest(user_id=quiet, history_version=final[quiet].version, item_ids=[e.item_id for e in final[quiet].history], requested_at=utcnow())
+        send_contracts(bootstrap, topic_name(settings, INTEREST_REQUESTS), [same], lambda m: m.user_id)  # type: ignore[attr-defined]
+        send(bootstrap, topic_name(settings, INTEREST_REQUESTS), [(quiet.encode(), b'{"schema_version": 1, "user_id": 7}')])
+        newest = final[active].history[-1].event_time + timedelta(minutes=1)
+        event = Interaction(user_id=active, item_id=world.items[0].item_id, kind=InteractionKind.PURCHASE, event_time=newest)
+        send_contracts(bootstrap, topic_name(settings, EVENTS), [event], lambda m: m.user_id)  # type: ignore[attr-defined]
+        refreshed = results_of(interests.wait_for(
+            lambda rs: any(r.user_id == active and r.history_version > final[active].version for r in results_of(rs)), timeout_s=60
+        ))
+        dead = TopicReader(bootstrap, topic_name(settings, DEAD_LETTERS))
+        letters = [DeadLetter.from_record(r.key, r.value, r.headers) for r in dead.wait_for(
+            lambda rs: any(DeadLetter.from_record(r.key, r.value, r.headers).agent == "interests" for r in rs)
+        )]
+        assert any(letter.agent == "interests" and letter.reason is DeadLetterReason.INVALID for letter in letters)
+        assert sum(r.user_id == quiet for r in refreshed) == counts[quiet]
+    finally:
+        stop_process(worker.pid, timeout_s=20)

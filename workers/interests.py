@@ -1,0 +1,169 @@
+"""The interest worker: debounced interest requests in, beyond-log interests out, near-line.
+
+One consumer-group member per process (``reaseq interests``). Each fetched batch keeps the newest request per
+user, drops users whose history version already has interests from the current model (an unchanged history
+is never recomputed), runs one batched diffusion inference for the rest, publishes an ``InterestResult`` per
+user on the compacted interests topic, stores it in the local interests table, and only then commits.
+
+The model is the newest version in the model store that has an interest model; a newer one is picked up
+between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
+all answered once a model is trained. Requests that do not decode go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+
+from models.artifact import ITEMS_FILE, list_versions
+from models.datasets import read_topics
+from models.diffusion import InterestDiffusion
+from models.interest_training import INTERESTS_DIR
+from reaseq.contracts import InferredItem, InterestRequest, InterestResult, utcnow
+from reaseq.settings import Settings
+from reaseq.topics import INTEREST_REQUESTS, INTERESTS, topic_name
+from reaseq.wire import ContractError, decode, encode
+from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
+
+log = logging.getLogger(__name__)
+AGENT = "interests"
+
+
+@dataclass
+class InterestStats:
+    inferred: int = 0
+    unchanged: int = 0  # requests whose history already had interests from this model
+    dead_lettered: int = 0
+    latencies_s: list[float] = field(default_factory=list)  # request made -> interests published
+
+
+@dataclass(frozen=True)
+class InterestModel:
+    """One model version's interest model and its item index."""
+
+    version: str
+    model: InterestDiffusion
+    item_index: dict[str, int]
+    item_ids: list[str]
+
+    @classmethod
+    def load(cls, directory: Path) -> InterestModel:
+        item_ids: list[str] = json.loads((directory / ITEMS_FILE).read_text())
+        model = InterestDiffusion.load(directory / INTERESTS_DIR, "cpu")
+        return cls(f"{directory.parent.name}/{directory.name}", model, {item: i for i, item in enumerate(item_ids)}, item_ids)
+
+    def infer(self, requests: list[InterestRequest]) -> list[list[InferredItem]]:
+        """Beyond-log items for each request's history (items the model does not know are skipped in the prompt)."""
+        histories = [[self.item_index[item] for item in request.item_ids if item in self.item_index] for request in requests]
+        inferred = self.model.infer(histories)
+        return [
+            [InferredItem(item_id=self.item_ids[item], confidence=round(conf, 5)) for item, conf in zip(items, confs, strict=True) if item >= 0]
+            for items, confs in zip(inferred.items.tolist(), inferred.confidences.tolist(), strict=True)
+        ]
+
+
+def newest_interest_version(store: Path) -> Path | None:
+    """The newest trained version that has an interest model."""
+    found = [version for version in list_versions(store) if (version / INTERESTS_DIR / "model.safetensors").is_file()]
+    return found[-1] if found else None
+
+
+class InterestWorker:
+    def __init__(self, settings: Settings, bootstrap: str, poll_s: float = 2.0) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.poll_s = poll_s
+        self.table = LocalIndex(settings.state_dir / "interests" / settings.app_id)  # user id -> InterestResult
+        self.stats = InterestStats()
+        self.model: InterestModel | None = None
+        self._checked_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interests = topic_name(self.settings, INTERESTS)
+        self.table.bootstrap(lambda: read_topics(self.bootstrap, [interests], timeout_s=60)[interests], self._table_entry)
+        try:
+            while self._refresh_model() is None:
+                if stop.is_set():
+                    return
+                log.info("no interest model yet; waiting", extra={"store": str(self.settings.model_store)})
+                await asyncio.sleep(self.poll_s)
+            group = f"{self.settings.app_id}-interests"
+            topic = topic_name(self.settings, INTEREST_REQUESTS)
+            await consume_batches(self.settings, self.bootstrap, topic, group, self.settings.interest_batch, self._process, stop)
+        finally:
+            self.table.close()
+
+    def _table_entry(self, value: bytes) -> tuple[str, bytes] | None:
+        try:
+            return decode(InterestResult, value, self.settings.max_message_bytes).user_id, value
+        except ContractError:
+            return None
+
+    def _refresh_model(self) -> InterestModel | None:
+        """Load the newest interest model when the store has a newer one (checked at most every ``poll_s``)."""
+        now = time.monotonic()
+        if self.model is not None and now - self._checked_at < self.poll_s:
+            return self.model
+        self._checked_at = now
+        newest = newest_interest_version(self.settings.model_store)
+        if newest is not None and (self.model is None or self.model.version != f"{newest.parent.name}/{newest.name}"):
+            self.model = InterestModel.load(newest)
+            log.info("interest model loaded", extra={"version": self.model.version})
+        return self.model
+
+    def _unchanged(self, request: InterestRequest, model: InterestModel) -> bool:
+        stored = self.table.get(request.user_id)
+        if stored is None:
+            return False
+        result = InterestResult.model_validate_json(stored)
+        return result.model_version == model.version and result.history_version >= request.history_version
+
+    async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
+        model = self._refresh_model()
+        assert model is not None  # run() starts consuming only once a model exists
+        latest: dict[str, InterestRequest] = {}
+        sends = []
+        for record in records:
+            try:
+                request = decode(InterestRequest, record.value, self.settings.max_message_bytes)
+            except ContractError as error:
+                self.stats.dead_lettered += 1
+                sends.append(dead_letter(self.settings, producer, record, error.reason, error.detail, AGENT))
+                continue
+            current = latest.get(request.user_id)
+            if current is None or request.history_version >= current.history_version:
+                latest[request.user_id] = request
+        todo = [request for request in latest.values() if not self._unchanged(request, model)]
+        self.stats.unchanged += len(latest) - len(todo)
+        inferred = await asyncio.to_thread(model.infer, todo) if todo else []
+        results = [
+            InterestResult(
+                user_id=request.user_id,
+                history_version=request.history_version,
+                interests=interests,
+                model_version=model.version,
+                created_at=utcnow(),
+            )
+            for request, interests in zip(todo, inferred, strict=True)
+        ]
+        topic = topic_name(self.settings, INTERESTS)
+        sends += [producer.send_and_wait(topic, encode(result), key=result.user_id.encode()) for result in results]
+        await asyncio.gather(*sends)
+        for request, result in zip(todo, results, strict=True):  # only once published
+            self.table.put(result.user_id, encode(result))
+            self.stats.inferred += 1
+            self.stats.latencies_s.append((utcnow() - request.requested_at).total_seconds())
+
+
+def run_interests(settings: Settings, bootstrap: str) -> None:
+    """Run one interest worker until SIGTERM or SIGINT."""
+    import torch
+
+    torch.set_num_threads(1)  # inference runs in a worker thread: see serving.runtime for why one thread
+    run_until_signalled(InterestWorker(settings, bootstrap).run)
