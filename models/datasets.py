@@ -9,20 +9,21 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from reaseq.contracts import CatalogItem, Interaction
+from reaseq.contracts import CatalogItem, Interaction, KnowledgeChain, KnowledgeResult
 from reaseq.settings import Settings
-from reaseq.topics import EVENTS, ITEMS, topic_name
+from reaseq.topics import EVENTS, ITEMS, KNOWLEDGE, topic_name
 from reaseq.wire import ContractError, decode
 
 MAX_TEXT_CHARS = 512
+DATASET_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)  # dataset items carry no publication time
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 
@@ -35,11 +36,16 @@ class SequenceData:
     sequences: dict[str, list[int]]  # user -> item indices, oldest first
     item_text: dict[int, str] | None  # index -> text; None when the source has no text at all
     name: str
-    item_categories: dict[int, list[str]] | None = None  # index -> category names, where the source has them
+    catalog: dict[int, CatalogItem] | None = None  # index -> item metadata, where the source has it
+    knowledge: dict[int, KnowledgeChain] | None = None  # index -> published item knowledge (from the topics)
 
     @property
     def num_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def item_categories(self) -> dict[int, list[str]]:
+        return {index: item.categories for index, item in (self.catalog or {}).items()}
 
     @property
     def num_interactions(self) -> int:
@@ -107,24 +113,33 @@ def load_lcrec(inter_path: Path, item_path: Path | None = None, name: str | None
     if indices and min(indices) < 0:
         raise ValueError(f"{inter_path}: item indices are 0-based, got {min(indices)}")
     count = max(indices, default=-1) + 1
-    item_text = item_categories = None
+    item_text = catalog = None
     if item_path is not None:
-        item_categories = {int(index): _categories(meta.get("categories") or "") for index, meta in metadata.items()}
+        catalog = {int(index): _catalog_item(int(index), meta) for index, meta in metadata.items()}
         item_text = {
             int(index): build_item_text(
                 meta.get("title") or "",
                 meta.get("description") or "",
                 meta.get("brand"),
-                item_categories[int(index)],
+                (meta.get("categories") or "").split(","),
             )
             for index, meta in metadata.items()
         }
     stem = inter_path.name.removesuffix(".inter.json")
-    return SequenceData([str(i) for i in range(count)], sequences, item_text, name or stem, item_categories)
+    return SequenceData([str(i) for i in range(count)], sequences, item_text, name or stem, catalog)
 
 
-def _categories(joined: str) -> list[str]:
-    return [name for name in (_clean(part) for part in joined.split(",")) if name]
+def _catalog_item(index: int, meta: Mapping[str, str | None]) -> CatalogItem:
+    """Dataset metadata as a catalog item, cut to the contract's limits, for the reasoners that read items."""
+    categories = [name[:200] for name in (_clean(part) for part in (meta.get("categories") or "").split(",")) if name]
+    return CatalogItem(
+        item_id=str(index),
+        title=_clean(meta.get("title") or "")[:1000] or f"item {index}",
+        description=_clean(meta.get("description") or "")[:20000],
+        brand=_clean(meta.get("brand") or "")[:200] or None,
+        categories=categories,
+        event_time=DATASET_TIME,
+    )
 
 
 def load_dataset(path: Path) -> SequenceData:
@@ -192,10 +207,18 @@ def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0
     kind count, deduplicated by ``event_id`` (first seen wins) and ordered by event time per user.
     Items are those in either topic, indexed in sorted id order; text comes from an item's latest
     version (same rule as the catalog agent: a version with an older event time does not replace it);
-    items only seen in events have no ``item_text`` entry.
+    items only seen in events have no ``item_text`` entry. Item knowledge comes from the ``knowledge`` topic,
+    for items whose knowledge is of their latest version.
     """
-    items_topic, events_topic = topic_name(settings, ITEMS), topic_name(settings, EVENTS)
-    raw = read_topics(bootstrap, [items_topic, events_topic], timeout_s)
+    items_topic, events_topic, knowledge_topic = (topic_name(settings, spec) for spec in (ITEMS, EVENTS, KNOWLEDGE))
+    raw = read_topics(bootstrap, [items_topic, events_topic, knowledge_topic], timeout_s)
+    chains: dict[str, KnowledgeResult] = {}
+    for value in raw[knowledge_topic]:
+        try:
+            result = decode(KnowledgeResult, value, settings.max_message_bytes)
+        except ContractError:
+            continue
+        chains[result.item_id] = result
     latest: dict[str, CatalogItem] = {}
     for value in raw[items_topic]:
         try:
@@ -228,8 +251,13 @@ def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0
         index[item_id]: build_item_text(item.title, item.description, item.brand, item.categories)
         for item_id, item in latest.items()
     }
-    item_categories = {index[item_id]: list(item.categories) for item_id, item in latest.items()}
-    return SequenceData(item_ids, sequences, item_text, settings.topic_prefix.rstrip("."), item_categories)
+    catalog = {index[item_id]: item for item_id, item in latest.items()}
+    knowledge = {
+        index[item_id]: result.chain
+        for item_id, result in chains.items()
+        if item_id in latest and result.content_hash == latest[item_id].content_hash()  # knowledge of the current version
+    }
+    return SequenceData(item_ids, sequences, item_text, settings.topic_prefix.rstrip("."), catalog, knowledge)
 
 
 @dataclass(frozen=True)

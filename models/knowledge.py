@@ -1,8 +1,10 @@
-"""Knowledge into representations: one vector per reasoning step, in step order, and a fused item vector.
+"""Knowledge into representations: one vector per reasoning step, in step order, a fused item vector, and the
+knowledge-enriched item text.
 
 A step is encoded from its structured fields (its rationale justifies them and is left out); the fused vector is
 the normalised mean of the item text's embedding and the step vectors, the knowledge-enriched item
-representation.
+representation. The enriched text (the item text, then each step's fields) is what semantic IDs are built from
+when a model is trained with ``item_text="knowledge"``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ def step_text(name: str, step: ReasoningStep) -> str:
     fields = step.model_dump(mode="json", exclude={"rationale"})
     parts = [f"{key}: {', '.join(value) if isinstance(value, list) else value}" for key, value in fields.items() if value]
     return f"{name}; " + "; ".join(parts)
+
+
+def enriched_text(text: str, chain: KnowledgeChain, item_chars: int = 300) -> str:
+    """The item's text (cut, so the encoder's window reaches the steps) followed by its steps' fields in order."""
+    return "; ".join([text[:item_chars], *(step_text(name, step) for name, step in chain.steps() if name != "summary")])
 
 
 def knowledge_vectors(

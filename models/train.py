@@ -25,11 +25,13 @@ from models.artifact import ITEMS_FILE
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
 from models.device import default_device
 from models.interest_training import InterestTrainConfig, train_and_save
+from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker
+from reaseq.contracts import KnowledgeChain
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class TrainConfig(BaseModel):
     dataset: Path
     ids: Literal["published", "rqvae"] = "rqvae"
     published_ids: Path | None = None  # a ``*.rqvae-index.json``; found in the dataset folder when omitted
+    item_text: Literal["catalog", "knowledge"] = "catalog"  # "knowledge": IDs from knowledge-enriched text
     encoder: str = DEFAULT_MODEL  # any sentence-transformers model name or path
     rqvae: RQVAEConfig = RQVAEConfig()
     ranker: TigerConfig = TigerConfig()
@@ -65,7 +68,8 @@ def seed_everything(seed: int) -> None:
 
 
 def semantic_ids(config: TrainConfig, data: SequenceData, cache_dir: Path) -> SemanticIdTable:
-    """Published IDs, or our own: item text -> sentence embeddings -> RQ-VAE codes plus collision codes."""
+    """Published IDs, or our own: item text (or knowledge-enriched text) -> sentence embeddings -> RQ-VAE codes
+    plus collision codes."""
     if config.ids == "published":
         path = config.published_ids or next(config.dataset.glob("*.rqvae-index.json"), None)
         if path is None:
@@ -73,10 +77,34 @@ def semantic_ids(config: TrainConfig, data: SequenceData, cache_dir: Path) -> Se
         return SemanticIdTable.from_published(load_published_ids(path))
     if not data.item_text or len(data.item_text) < data.num_items:
         raise ValueError(f"{data.name}: semantic IDs from text need text for every item; use published IDs")
+    encoder = TextEncoder(config.encoder, cache_dir=cache_dir)
     texts = [data.item_text[index] for index in range(data.num_items)]
-    embeddings = TextEncoder(config.encoder, cache_dir=cache_dir).encode(texts, progress=True)
+    if config.item_text == "knowledge":
+        chains = item_knowledge(data, encoder)
+        texts = [enriched_text(text, chains[index]) if index in chains else text for index, text in enumerate(texts)]
+    embeddings = encoder.encode(texts, progress=True)
     model = train_rqvae(embeddings, config.rqvae, seed=config.seed)
     return SemanticIdTable.build(model, embeddings)
+
+
+def item_knowledge(data: SequenceData, encoder: TextEncoder) -> dict[int, KnowledgeChain]:
+    """Each item's reasoning chain: published knowledge where the data has it, else the embedded reasoner's.
+
+    Offline datasets have no knowledge topic, so their items are reasoned about here with the no-LLM embedded
+    reasoner, the same one the enrichment worker runs by default.
+    """
+    chains = dict(data.knowledge or {})
+    missing = [index for index in sorted(data.catalog or {}) if index not in chains]
+    if missing and data.catalog:
+        from workers.embedded_reasoner import EmbeddedReasoner
+
+        reasoner = EmbeddedReasoner(encoder)
+        reasoner.observe(list(data.catalog.values()))
+        for start in tqdm(range(0, len(missing), 512), desc="item knowledge", unit="batch", leave=False):
+            chunk = missing[start : start + 512]
+            for index, (chain, _) in zip(chunk, reasoner.reason_batch([data.catalog[i] for i in chunk]), strict=True):
+                chains[index] = chain
+    return chains
 
 
 def evaluate(ranker: TigerRanker, examples: Examples, config: TrainConfig, limit: int | None = None) -> dict[str, float]:

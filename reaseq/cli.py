@@ -161,6 +161,9 @@ def train(
         Path | None, typer.Option(exists=True, dir_okay=False, help="JSON of TrainConfig fields (model sizes, epochs...).")
     ] = None,
     ids: Annotated[str, typer.Option(help="'rqvae' (our own, from item text) or 'published' (*.rqvae-index.json).")] = "rqvae",
+    item_text: Annotated[
+        str, typer.Option(help="Text our IDs are built from: 'catalog', or 'knowledge' (item text + reasoning steps).")
+    ] = "catalog",
     epochs: Annotated[int | None, typer.Option(min=1, help="Overrides the config's epochs (default 200).")] = None,
     out: Annotated[Path | None, typer.Option(help="Model store root (default: REASEQ_MODEL_STORE).")] = None,
 ) -> None:
@@ -174,7 +177,7 @@ def train(
         raise typer.BadParameter("give a DATASET or --from-topics, not both")
     settings = get_settings()
     fields = json.loads(config.read_text()) if config else {}
-    fields.update(dataset=dataset or Path("topics"), ids=ids, **({"epochs": epochs} if epochs else {}))
+    fields.update(dataset=dataset or Path("topics"), ids=ids, item_text=item_text, **({"epochs": epochs} if epochs else {}))
     data = load_from_topics(settings, _bootstrap()) if from_topics else None
     version = run_training(TrainConfig.model_validate(fields), out or settings.model_store, settings.state_dir, data)
     console.print(f"model version written to {version}")

@@ -10,7 +10,15 @@ import pytest
 from infra.stack import spawn_async_worker, stop_process
 from models.datasets import load_from_topics
 from models.train import TrainConfig, train
-from reaseq.contracts import DeadLetterReason, Interaction, InteractionKind, InterestRequest, InterestResult, UserFeatureUpdate, utcnow
+from reaseq.contracts import (
+    DeadLetterReason,
+    Interaction,
+    InteractionKind,
+    InterestRequest,
+    InterestResult,
+    UserFeatureUpdate,
+    utcnow,
+)
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
 from reaseq.synthetic import generate

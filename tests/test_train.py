@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from models.datasets import load_dataset
+from models.diffusion import InterestDiffusion
+from models.knowledge import enriched_text
 from models.semantic_ids import SemanticIdTable
+from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import TigerRanker
-from models.train import TrainConfig, train
+from models.train import TrainConfig, item_knowledge, train
 from reaseq.synthetic import generate
 from tests.support import TINY_TRAINING
 
@@ -43,3 +47,20 @@ def test_training_writes_a_loadable_versioned_model(tmp_path: Path) -> None:
     items, _ = ranker.recommend(["0"], [[0, 1, 2]], k=5, beam_size=10)
     assert all(0 <= item < 120 for item in items[0].tolist())
     assert TrainConfig.model_validate_json((version / "config.json").read_text()) == config
+    interests = InterestDiffusion.load(version / "interests")
+    assert metrics["interests"]["test"].keys() == {"hit_rate@4", "recall@4", "ndcg@4"}
+    assert all(0 <= item < 120 for item in interests.infer([[0, 1, 2]]).items[0].tolist())
+
+
+def test_semantic_ids_from_knowledge_enriched_text(tmp_path: Path) -> None:
+    write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
+    data = load_dataset(tmp_path / "tiny")
+    encoder = TextEncoder(DEFAULT_MODEL, cache_dir=tmp_path / "embeddings")
+    chains = item_knowledge(data, encoder)
+    assert sorted(chains) == list(range(60))  # the dataset has no knowledge topic: the embedded reasoner fills it
+    text = enriched_text(data.item_text[0], chains[0])  # type: ignore[index]
+    assert text.startswith(data.item_text[0][:300]) and "usage; scenarios:" in text and "needs;" in text  # type: ignore[index]
+    config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **TINY_TRAINING, "item_text": "knowledge", "interests": None})
+    by_knowledge = SemanticIdTable.load(train(config, tmp_path / "store", tmp_path / "state") / "ids")
+    by_catalog = SemanticIdTable.load(train(config.model_copy(update={"item_text": "catalog"}), tmp_path / "store", tmp_path / "state") / "ids")
+    assert len(by_knowledge) == 60 and dict(by_knowledge.ids) != dict(by_catalog.ids)
