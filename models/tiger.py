@@ -16,19 +16,21 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import T5Config, T5ForConditionalGeneration
 
 from models.device import default_device
 from models.trie import CodeTrie
 
+SIDE_FILE = "side.safetensors"
 PAD = 0  # also the decoder start token, as in T5
 EOS = 1
 NUM_SPECIAL = 2
@@ -112,6 +114,37 @@ class SemanticIdTokenizer:
         return cls(item_codes, data["codes_per_level"], data["num_user_buckets"])
 
 
+class SideInputs(BaseModel):
+    """What the distilled ranker reads beside the history's semantic IDs; all off is the TIGER baseline.
+
+    - ``knowledge``: each history item's knowledge vector, projected, is added to the embeddings of its codes;
+    - ``reasoning``: the user's reasoning steps, one encoder position per step with a step-position embedding
+      (``structured``, the order preserved), or their mean in one position (``pooled``);
+    - ``beyond_log``: the codes of the user's inferred beyond-log items as a second segment after the history.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    knowledge: bool = False
+    reasoning: Literal["none", "pooled", "structured"] = "none"
+    beyond_log: bool = False
+    vector_dim: int = 384  # width of item knowledge and step vectors (MiniLM)
+    max_steps: int = 4
+    max_beyond_log: int = 10
+
+    @property
+    def any(self) -> bool:
+        return self.knowledge or self.reasoning != "none" or self.beyond_log
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """Per example, the side inputs that are not in the history: ordered step vectors and beyond-log items."""
+
+    steps: np.ndarray | None = None  # [steps, vector_dim]
+    beyond_log: Sequence[int] = ()  # item indices, most confident first
+
+
 class TigerConfig(BaseModel):
     """Model size of the paper (4+4 layers, 6 heads of 64, MLP 1024, width 128, dropout 0.1)."""
 
@@ -126,19 +159,27 @@ class TigerConfig(BaseModel):
     dropout: float = 0.1
     max_history: int = 20  # most recent items fed to the encoder
     seed: int = 0  # weight initialisation
+    side: SideInputs = SideInputs()
 
 
 @dataclass(frozen=True)
 class TigerBatch:
-    """Right-padded encoder inputs and, for training, the target code tokens."""
+    """Right-padded encoder inputs and, for training, the target code tokens; side inputs when the model has them."""
 
     input_ids: torch.Tensor  # [B, S]
     attention_mask: torch.Tensor  # [B, S]
     labels: torch.Tensor | None = None  # [B, L]
+    token_items: torch.Tensor | None = None  # [B, S] history item of each code token, -1 elsewhere
+    step_slots: torch.Tensor | None = None  # [B, S] step position of each step token, -1 elsewhere
+    segments: torch.Tensor | None = None  # [B, S] 1 on beyond-log tokens
+    steps: torch.Tensor | None = None  # [B, steps, vector_dim]
 
     def to(self, device: torch.device | str) -> TigerBatch:
-        labels = None if self.labels is None else self.labels.to(device)
-        return TigerBatch(self.input_ids.to(device), self.attention_mask.to(device), labels)
+        return TigerBatch(*(None if value is None else value.to(device) for value in astuple_shallow(self)))
+
+
+def astuple_shallow(batch: TigerBatch) -> tuple[torch.Tensor | None, ...]:
+    return tuple(getattr(batch, f.name) for f in fields(batch))
 
 
 def collate(
@@ -147,22 +188,75 @@ def collate(
     histories: Sequence[Sequence[int]],
     targets: Sequence[int] | None = None,
     max_history: int = 20,
+    contexts: Sequence[UserContext] | None = None,
+    side: SideInputs | None = None,
 ) -> TigerBatch:
-    """Tokenize and pad examples (the last ``max_history`` items of each history) into a batch."""
-    encoded = [
-        tokenizer.encode_history(user, list(history)[-max_history:])
-        for user, history in zip(users, histories, strict=True)
-    ]
-    width = max(len(tokens) for tokens in encoded)
-    input_ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, tokens in enumerate(encoded):
+    """Tokenize and pad examples (the last ``max_history`` items of each history) into a batch.
+
+    Encoder layout: [user] [one position per reasoning step] [history codes] [beyond-log codes] [eos]; without
+    side inputs it is ``encode_history``'s.
+    """
+    side = side or SideInputs()
+    rows: list[tuple[list[int], list[int], list[int], list[int]]] = []  # tokens, items, step slots, segments
+    step_rows: list[np.ndarray] = []
+    for index, (user, history) in enumerate(zip(users, histories, strict=True)):
+        context = contexts[index] if contexts is not None else UserContext()
+        tokens, items, slots, segments = [tokenizer.user_token(user)], [-1], [-1], [0]
+        steps = _step_inputs(context.steps, side)
+        step_rows.append(steps)
+        for position in range(len(steps)):
+            tokens.append(PAD)  # its embedding is replaced by the step's
+            items.append(-1)
+            slots.append(position)
+            segments.append(0)
+        parts = [(list(history)[-max_history:], 0)]
+        if side.beyond_log:
+            parts.append((list(context.beyond_log)[: side.max_beyond_log], 1))
+        for part, segment in parts:
+            for item in part:
+                if item in tokenizer.item_codes:
+                    codes = tokenizer.encode_target(item)
+                    tokens += codes
+                    items += [item if segment == 0 else -1] * len(codes)
+                    slots += [-1] * len(codes)
+                    segments += [segment] * len(codes)
+        tokens.append(EOS)
+        items.append(-1)
+        slots.append(-1)
+        segments.append(0)
+        rows.append((tokens, items, slots, segments))
+    width = max(len(row[0]) for row in rows)
+    input_ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    token_items = torch.full((len(rows), width), -1, dtype=torch.long)
+    step_slots = torch.full((len(rows), width), -1, dtype=torch.long)
+    segments_tensor = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (tokens, items, slots, segments) in enumerate(rows):
         input_ids[row, : len(tokens)] = torch.tensor(tokens)
         attention_mask[row, : len(tokens)] = 1
+        token_items[row, : len(tokens)] = torch.tensor(items)
+        step_slots[row, : len(tokens)] = torch.tensor(slots)
+        segments_tensor[row, : len(tokens)] = torch.tensor(segments)
     labels = None
     if targets is not None:
         labels = torch.tensor([tokenizer.encode_target(item) for item in targets], dtype=torch.long)
-    return TigerBatch(input_ids, attention_mask, labels)
+    if not side.any:
+        return TigerBatch(input_ids, attention_mask, labels)
+    most = max(len(steps) for steps in step_rows)
+    steps = torch.zeros((len(rows), most, side.vector_dim))
+    for row, values in enumerate(step_rows):
+        if len(values):
+            steps[row, : len(values)] = torch.from_numpy(np.asarray(values, dtype=np.float32))
+    return TigerBatch(input_ids, attention_mask, labels, token_items, step_slots, segments_tensor, steps)
+
+
+def _step_inputs(steps: np.ndarray | None, side: SideInputs) -> np.ndarray:
+    """The step vectors the encoder reads: none, their mean (pooled), or the first ``max_steps`` in order."""
+    if side.reasoning == "none" or steps is None or len(steps) == 0:
+        return np.zeros((0, side.vector_dim), dtype=np.float32)
+    if side.reasoning == "pooled":
+        return np.asarray(steps, dtype=np.float32).mean(axis=0, keepdims=True)
+    return np.asarray(steps, dtype=np.float32)[: side.max_steps]
 
 
 @dataclass(frozen=True)
@@ -203,9 +297,21 @@ class TigerRanker(torch.nn.Module):
             tie_word_embeddings=False,
             use_cache=False,
         )
+        side, width = self.config.side, self.config.d_model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
             self.model = T5ForConditionalGeneration(t5_config)
+            self.side = torch.nn.ModuleDict()
+            if side.knowledge:
+                self.side["knowledge"] = torch.nn.Linear(side.vector_dim, width, bias=False)
+            if side.reasoning != "none":
+                self.side["steps"] = torch.nn.Linear(side.vector_dim, width)
+            if side.reasoning == "structured":
+                self.side["step_position"] = torch.nn.Embedding(side.max_steps, width)
+            if side.beyond_log:
+                self.side["segment"] = torch.nn.Embedding(2, width)
+        # item index -> knowledge vector (zeros: none); data, not weights, so set by the trainer and the server
+        self.register_buffer("item_vectors", torch.zeros((0, side.vector_dim)), persistent=False)
         for level, table in enumerate(tokenizer.trie.tables):
             # derived from the tokenizer, so not saved with the weights
             self.register_buffer(f"trie_level_{level}", table, persistent=False)
@@ -216,17 +322,25 @@ class TigerRanker(torch.nn.Module):
         return self.model.lm_head.weight.device
 
     def batch(
-        self, users: Sequence[str], histories: Sequence[Sequence[int]], targets: Sequence[int] | None = None
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        targets: Sequence[int] | None = None,
+        contexts: Sequence[UserContext] | None = None,
     ) -> TigerBatch:
-        """``collate`` with this model's history length, on this model's device."""
-        return collate(self.tokenizer, users, histories, targets, self.config.max_history).to(self.device)
+        """``collate`` with this model's history length and side inputs, on this model's device."""
+        return collate(self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side).to(self.device)
+
+    def set_item_vectors(self, vectors: torch.Tensor) -> None:
+        """Knowledge vectors by item index [I, vector_dim]; rows of zeros for items without knowledge."""
+        self.item_vectors = vectors.float().to(self.device)
 
     def loss(self, batch: TigerBatch) -> torch.Tensor:
         """Mean cross-entropy of the target codes under teacher forcing."""
         if batch.labels is None:
             raise ValueError("the batch has no targets")
         batch = batch.to(self.device)
-        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+        return self.model(inputs_embeds=self._inputs_embeds(batch), attention_mask=batch.attention_mask, labels=batch.labels).loss
 
     @torch.inference_mode()
     def recommend(
@@ -236,6 +350,7 @@ class TigerRanker(torch.nn.Module):
         k: int = 10,
         beam_size: int = 20,
         exclude_history: bool = False,
+        contexts: Sequence[UserContext] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` items per user by trie-constrained beam search, best first.
 
@@ -247,7 +362,7 @@ class TigerRanker(torch.nn.Module):
         if not 0 < k <= beam_size:
             raise ValueError(f"need 0 < k <= beam_size, got k={k}, beam_size={beam_size}")
         with self._evaluating():
-            memory = self._encode(self.batch(users, histories))
+            memory = self._encode(self.batch(users, histories, contexts=contexts))
             banned = _pad_rows(histories, self.device) if exclude_history else None
             items, scores = self._beam_search(memory, beam_size, banned)
         short = k - items.size(1)
@@ -258,7 +373,11 @@ class TigerRanker(torch.nn.Module):
 
     @torch.inference_mode()
     def score(
-        self, users: Sequence[str], histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        candidates: Sequence[Sequence[int]],
+        contexts: Sequence[UserContext] | None = None,
     ) -> list[torch.Tensor]:
         """Log-likelihood of each candidate's code sequence given the user's history, -inf for unknown items.
 
@@ -277,7 +396,7 @@ class TigerRanker(torch.nn.Module):
         known[known.clone()] = table[items[known], 0] >= 0
         targets = table[items.clamp(min=0)].masked_fill(~known.unsqueeze(-1), PAD).to(self.device)
         with self._evaluating():
-            memory = self._encode(self.batch(users, histories))
+            memory = self._encode(self.batch(users, histories, contexts=contexts))
             tokens = torch.full((size, 1, 1), PAD, dtype=torch.long, device=self.device)
             node = torch.zeros((size, width), dtype=torch.long, device=self.device)  # each candidate's prefix row
             totals = torch.zeros((size, width), device=self.device)
@@ -317,6 +436,9 @@ class TigerRanker(torch.nn.Module):
         meta = {"config": self.config.model_dump(), "tokenizer": self.tokenizer.to_json()}
         (directory / "config.json").write_text(json.dumps(meta))
         save_model(self.model, str(directory / "model.safetensors"))
+        if self.config.side.any:
+            tensors = {f"side.{name}": value for name, value in self.side.state_dict().items()}
+            save_file({**tensors, "item_vectors": self.item_vectors.contiguous()}, str(directory / SIDE_FILE))
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str | None = None) -> TigerRanker:
@@ -324,6 +446,10 @@ class TigerRanker(torch.nn.Module):
         meta = json.loads((directory / "config.json").read_text())
         ranker = cls(SemanticIdTokenizer.from_json(meta["tokenizer"]), TigerConfig(**meta["config"]), device)
         load_model(ranker.model, str(directory / "model.safetensors"), device=str(ranker.device))
+        if ranker.config.side.any:
+            tensors = load_file(str(directory / SIDE_FILE), device=str(ranker.device))
+            ranker.side.load_state_dict({name[5:]: value for name, value in tensors.items() if name.startswith("side.")})
+            ranker.set_item_vectors(tensors["item_vectors"])
         return ranker
 
     @contextmanager
@@ -336,8 +462,29 @@ class TigerRanker(torch.nn.Module):
         finally:
             self.train(was_training)
 
+    def _inputs_embeds(self, batch: TigerBatch) -> torch.Tensor:
+        """Token embeddings plus the side inputs (vectors are scaled by sqrt(width) to token-embedding size)."""
+        embeds = self.model.shared(batch.input_ids)
+        side = self.config.side
+        scale = side.vector_dim**0.5
+        if side.knowledge and batch.token_items is not None:
+            count = self.item_vectors.size(0)
+            table = F.pad(self.item_vectors, (0, 0, 0, 1))  # row ``count``: zeros, for tokens without a vector
+            items = batch.token_items.masked_fill((batch.token_items < 0) | (batch.token_items >= count), count)
+            embeds = embeds + self.side["knowledge"](table[items] * scale)
+        if side.reasoning != "none" and batch.step_slots is not None and batch.steps is not None and batch.steps.size(1):
+            slots = batch.step_slots.clamp(min=0)
+            vectors = batch.steps.gather(1, slots.unsqueeze(-1).expand(-1, -1, batch.steps.size(-1)))
+            steps = self.side["steps"](vectors * scale)
+            if side.reasoning == "structured":
+                steps = steps + self.side["step_position"](slots)
+            embeds = torch.where((batch.step_slots >= 0).unsqueeze(-1), steps, embeds)
+        if side.beyond_log and batch.segments is not None:
+            embeds = embeds + self.side["segment"](batch.segments)
+        return embeds
+
     def _encode(self, batch: TigerBatch) -> _Memory:
-        states = self.model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        states = self.model.encoder(inputs_embeds=self._inputs_embeds(batch), attention_mask=batch.attention_mask).last_hidden_state
         size, length = states.shape[:2]
         keys, values = [], []
         for block in self.model.decoder.block:
