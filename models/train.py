@@ -12,7 +12,9 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -24,13 +26,14 @@ from tqdm import tqdm
 from models.artifact import ITEMS_FILE
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
 from models.device import default_device
+from models.distillation import SideData, build_side_data, item_knowledge
 from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker
+from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker, UserContext
 from reaseq.contracts import KnowledgeChain
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class TrainConfig(BaseModel):
     beam_size: int = 20
     max_eval_users: int | None = None  # subsample validation for speed; the test pass always uses all users
     interests: InterestTrainConfig | None = InterestTrainConfig()  # the beyond-log interest model; None skips it
+    pattern_users: int | None = 3000  # validation examples Generate-Validate-Mine scores chains on (None: all)
     seed: int = 42
 
 
@@ -67,7 +71,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def semantic_ids(config: TrainConfig, data: SequenceData, cache_dir: Path) -> SemanticIdTable:
+def semantic_ids(
+    config: TrainConfig, data: SequenceData, encoder: TextEncoder, knowledge: Callable[[], dict[int, KnowledgeChain]]
+) -> SemanticIdTable:
     """Published IDs, or our own: item text (or knowledge-enriched text) -> sentence embeddings -> RQ-VAE codes
     plus collision codes."""
     if config.ids == "published":
@@ -77,50 +83,39 @@ def semantic_ids(config: TrainConfig, data: SequenceData, cache_dir: Path) -> Se
         return SemanticIdTable.from_published(load_published_ids(path))
     if not data.item_text or len(data.item_text) < data.num_items:
         raise ValueError(f"{data.name}: semantic IDs from text need text for every item; use published IDs")
-    encoder = TextEncoder(config.encoder, cache_dir=cache_dir)
     texts = [data.item_text[index] for index in range(data.num_items)]
     if config.item_text == "knowledge":
-        chains = item_knowledge(data, encoder)
+        chains = knowledge()
         texts = [enriched_text(text, chains[index]) if index in chains else text for index, text in enumerate(texts)]
     embeddings = encoder.encode(texts, progress=True)
     model = train_rqvae(embeddings, config.rqvae, seed=config.seed)
     return SemanticIdTable.build(model, embeddings)
 
 
-def item_knowledge(data: SequenceData, encoder: TextEncoder) -> dict[int, KnowledgeChain]:
-    """Each item's reasoning chain: published knowledge where the data has it, else the embedded reasoner's.
-
-    Offline datasets have no knowledge topic, so their items are reasoned about here with the no-LLM embedded
-    reasoner, the same one the enrichment worker runs by default.
-    """
-    chains = dict(data.knowledge or {})
-    missing = [index for index in sorted(data.catalog or {}) if index not in chains]
-    if missing and data.catalog:
-        from workers.embedded_reasoner import EmbeddedReasoner
-
-        reasoner = EmbeddedReasoner(encoder)
-        reasoner.observe(list(data.catalog.values()))
-        for start in tqdm(range(0, len(missing), 512), desc="item knowledge", unit="batch", leave=False):
-            chunk = missing[start : start + 512]
-            for index, (chain, _) in zip(chunk, reasoner.reason_batch([data.catalog[i] for i in chunk]), strict=True):
-                chains[index] = chain
-    return chains
-
-
-def evaluate(ranker: TigerRanker, examples: Examples, config: TrainConfig, limit: int | None = None) -> dict[str, float]:
+def evaluate(
+    ranker: TigerRanker,
+    examples: Examples,
+    config: TrainConfig,
+    limit: int | None = None,
+    contexts: Sequence[UserContext] | None = None,
+) -> dict[str, float]:
     """Recall and NDCG at 5 and 10 of beam-search retrieval over all items."""
     accumulator = MetricAccumulator()
     count = len(examples) if limit is None else min(limit, len(examples))
     for start in tqdm(range(0, count, config.eval_batch_size), desc="evaluating", unit="batch", leave=False):
         stop = min(start + config.eval_batch_size, count)
         ranked, _ = ranker.recommend(
-            examples.users[start:stop], examples.histories[start:stop], k=10, beam_size=config.beam_size
+            examples.users[start:stop],
+            examples.histories[start:stop],
+            k=10,
+            beam_size=config.beam_size,
+            contexts=None if contexts is None else contexts[start:stop],
         )
         accumulator.add_ranked(ranked, torch.tensor(examples.targets[start:stop]))
     return accumulator.result()
 
 
-def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path) -> dict[str, object]:
+def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path, side: SideData) -> dict[str, object]:
     """Train with AdamW, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10."""
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     order = np.arange(len(split.train))
@@ -137,6 +132,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
                 [split.train.users[i] for i in rows],
                 [split.train.histories[i] for i in rows],
                 [split.train.targets[i] for i in rows],
+                [side.train[i] for i in rows],
             )
             loss = ranker.loss(batch)
             optimiser.zero_grad()
@@ -145,7 +141,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
             total += loss.item() * len(rows)
         entry: dict[str, object] = {"epoch": epoch, "loss": total / len(order)}
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            metrics = evaluate(ranker, split.valid, config, config.max_eval_users)
+            metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid)
             entry["valid"] = metrics
             if metrics["ndcg@10"] > best:
                 best, stale = metrics["ndcg@10"], 0
@@ -171,16 +167,25 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
     started = time.monotonic()
     data = data or load_dataset(config.dataset)
     split = leave_one_out(data, config.ranker.max_history)
-    ids = semantic_ids(config, data, state_dir / "embeddings")
+    encoder = TextEncoder(config.encoder, cache_dir=state_dir / "embeddings")
+    knowledge = cache(lambda: item_knowledge(data, encoder))  # reasoned about once, by whoever asks first
+    ids = semantic_ids(config, data, encoder, knowledge)
     item_codes = {int(key): codes for key, codes in ids.ids.items()}
-    ranker = TigerRanker(SemanticIdTokenizer(item_codes, ids.codes_per_level), config.ranker, default_device())
+    tokenizer = SemanticIdTokenizer(item_codes, ids.codes_per_level)
+    interest_config = config.interests or InterestTrainConfig()
+    side = build_side_data(config.ranker.side, data, split, tokenizer, encoder, knowledge, interest_config, config.pattern_users, config.seed)
+    ranker = TigerRanker(tokenizer, config.ranker, default_device())
+    if side.item_vectors is not None:
+        ranker.set_item_vectors(torch.from_numpy(side.item_vectors))
     version_dir = out_dir / data.name / version_name(config, ids)
     version_dir.mkdir(parents=True)
     ids.save(version_dir / "ids")
     (version_dir / ITEMS_FILE).write_text(json.dumps(data.item_ids))
-    training = fit(ranker, split, config, version_dir / "ranker")
+    if side.patterns is not None:
+        side.patterns.save(version_dir)
+    training = fit(ranker, split, config, version_dir / "ranker", side)
     best = TigerRanker.load(version_dir / "ranker", ranker.device)
-    test = evaluate(best, split.test, config)
+    test = evaluate(best, split.test, config, contexts=side.test)
     interests = train_and_save(best.tokenizer, data, config.interests, version_dir) if config.interests else None
     metrics = {
         "dataset": data.name,
@@ -190,6 +195,7 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
         "device": str(ranker.device),
         "train_seconds": round(time.monotonic() - started, 1),
         **training,
+        "side_inputs": side.report,
         "interests": interests,
     }
     (version_dir / "config.json").write_text(config.model_dump_json(indent=2))

@@ -7,13 +7,16 @@ from pathlib import Path
 
 from models.datasets import load_dataset
 from models.diffusion import InterestDiffusion
+from models.distillation import item_knowledge
 from models.knowledge import enriched_text
+from models.patterns import PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import TigerRanker
-from models.train import TrainConfig, item_knowledge, train
+from models.train import TrainConfig, train
 from reaseq.synthetic import generate
 from tests.support import TINY_TRAINING
+from workers.user_reasoner import STRUCTURES, WINDOWS
 
 
 def write_lcrec(folder: Path, n_items: int, n_users: int, n_events: int) -> None:
@@ -64,3 +67,18 @@ def test_semantic_ids_from_knowledge_enriched_text(tmp_path: Path) -> None:
     by_knowledge = SemanticIdTable.load(train(config, tmp_path / "store", tmp_path / "state") / "ids")
     by_catalog = SemanticIdTable.load(train(config.model_copy(update={"item_text": "catalog"}), tmp_path / "store", tmp_path / "state") / "ids")
     assert len(by_knowledge) == 60 and dict(by_knowledge.ids) != dict(by_catalog.ids)
+
+
+def test_the_full_distilled_model_trains_with_mined_patterns_and_cross_fitted_interests(tmp_path: Path) -> None:
+    write_lcrec(tmp_path / "tiny", n_items=60, n_users=40, n_events=500)
+    side = {"knowledge": True, "reasoning": "structured", "beyond_log": True, "max_beyond_log": 4}
+    fields = {**TINY_TRAINING, "ranker": {**TINY_TRAINING["ranker"], "side": side}, "item_text": "knowledge"}  # type: ignore[dict-item]
+    version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
+    library = PatternLibrary.load(version)
+    assert len(library.candidates) == len(STRUCTURES) * len(WINDOWS) and library.best == library.candidates[0]
+    assert all(pattern.structure[-1] == "target" for pattern in library.candidates)
+    metrics = json.loads((version / "metrics.json").read_text())
+    assert metrics["side_inputs"]["pattern"]["structure"] == list(library.best.structure)
+    ranker = TigerRanker.load(version / "ranker")
+    assert ranker.config.side.reasoning == "structured" and ranker.item_vectors.shape == (60, 384)
+    assert ranker.item_vectors.abs().sum(1).gt(0).all()  # every item has a knowledge vector

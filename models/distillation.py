@@ -1,0 +1,154 @@
+"""The distilled ranker's inputs beyond the history: item knowledge, mined reasoning steps, beyond-log items.
+
+Built offline for every training, validation and test example of a leave-one-out split, the same way the
+serving side builds them live, so nothing the ranker reads at training time is unavailable at serving time:
+
+- item knowledge: each item's reasoning chain (published knowledge, or the embedded reasoner's) and its fused
+  knowledge vector;
+- reasoning steps: SCoTER's Generate-Validate-Mine over the validation examples picks the best chain structure
+  (saved as ``patterns.json``), which is then filled for every example's history;
+- beyond-log items: inferred by interest models *cross-fitted* over two halves of the users, so an example's
+  items always come from a model that never trained on that user (otherwise the model would have memorised
+  the very targets the ranker learns from, and the ranker would learn to trust it too much).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from models.datasets import SequenceData, Split
+from models.interest_training import FutureSplit, InterestTrainConfig, future_split, train_interest_model
+from models.knowledge import knowledge_vectors
+from models.patterns import PatternLibrary, apply_pattern, mine_patterns
+from models.text_encoder import TextEncoder
+from models.tiger import SemanticIdTokenizer, SideInputs, UserContext
+from reaseq.contracts import KnowledgeChain
+
+
+@dataclass
+class SideData:
+    """Per split part, one context per example; the item vectors and what was mined, for the version directory."""
+
+    train: list[UserContext]
+    valid: list[UserContext]
+    test: list[UserContext]
+    item_vectors: np.ndarray | None = None
+    patterns: PatternLibrary | None = None
+    report: dict[str, object] = field(default_factory=dict)
+
+
+def item_knowledge(data: SequenceData, encoder: TextEncoder) -> dict[int, KnowledgeChain]:
+    """Each item's reasoning chain: published knowledge where the data has it, else the embedded reasoner's.
+
+    Offline datasets have no knowledge topic, so their items are reasoned about here with the no-LLM embedded
+    reasoner, the same one the enrichment worker runs by default.
+    """
+    chains = dict(data.knowledge or {})
+    missing = [index for index in sorted(data.catalog or {}) if index not in chains]
+    if missing and data.catalog:
+        from workers.embedded_reasoner import EmbeddedReasoner
+
+        reasoner = EmbeddedReasoner(encoder)
+        reasoner.observe(list(data.catalog.values()))
+        for start in tqdm(range(0, len(missing), 512), desc="item knowledge", unit="batch", leave=False):
+            chunk = missing[start : start + 512]
+            for index, (chain, _) in zip(chunk, reasoner.reason_batch([data.catalog[i] for i in chunk]), strict=True):
+                chains[index] = chain
+    return chains
+
+
+def fused_item_vectors(data: SequenceData, chains: dict[int, KnowledgeChain], encoder: TextEncoder) -> np.ndarray:
+    """Knowledge vectors by item index [I, d]; zeros for items without text or knowledge."""
+    indices = [index for index in sorted(chains) if data.item_text and index in data.item_text]
+    vectors = np.zeros((data.num_items, encoder.dimension), dtype=np.float32)
+    for start in tqdm(range(0, len(indices), 1024), desc="knowledge vectors", unit="batch", leave=False):
+        chunk = indices[start : start + 1024]
+        _, fused = knowledge_vectors(encoder, [data.item_text[i] for i in chunk], [chains[i] for i in chunk])  # type: ignore[index]
+        vectors[chunk] = fused
+    return vectors
+
+
+def build_side_data(
+    side: SideInputs,
+    data: SequenceData,
+    split: Split,
+    tokenizer: SemanticIdTokenizer,
+    encoder: TextEncoder,
+    knowledge: Callable[[], dict[int, KnowledgeChain]],
+    interests: InterestTrainConfig,
+    pattern_users: int | None,
+    seed: int,
+) -> SideData:
+    """Contexts for every example of ``split`` with the side inputs ``side`` asks for."""
+    parts = (split.train, split.valid, split.test)
+    steps: list[list[np.ndarray | None]] = [[None] * len(part) for part in parts]
+    beyond: list[list[list[int]]] = [[[] for _ in part.targets] for part in parts]
+    result = SideData([], [], [])
+    if side.knowledge or side.reasoning != "none":
+        if not data.item_text:
+            raise ValueError(f"{data.name} has no item text: knowledge and reasoning side inputs need it")
+        chains = knowledge()
+        result.item_vectors = fused_item_vectors(data, chains, encoder)
+        result.report["items_with_knowledge"] = len(chains)
+        if side.reasoning != "none":
+            steps, result.patterns = _reasoning_steps(data, chains, result.item_vectors, split, encoder, pattern_users, seed)
+            result.report["pattern"] = result.patterns.best.model_dump()
+    if side.beyond_log:
+        beyond = _cross_fitted_interests(data, split, tokenizer, interests, side.max_beyond_log)
+    result.train, result.valid, result.test = (
+        [UserContext(step, items) for step, items in zip(part_steps, part_items, strict=True)]
+        for part_steps, part_items in zip(steps, beyond, strict=True)
+    )
+    return result
+
+
+def _reasoning_steps(
+    data: SequenceData,
+    chains: dict[int, KnowledgeChain],
+    item_vectors: np.ndarray,
+    split: Split,
+    encoder: TextEncoder,
+    pattern_users: int | None,
+    seed: int,
+) -> tuple[list[list[np.ndarray | None]], PatternLibrary]:
+    from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
+
+    titles = {index: item.title for index, item in (data.catalog or {}).items()}
+    reasoner = EmbeddedUserReasoner(ItemLabels(chains, titles, encoder))
+    rows = np.random.default_rng(seed).permutation(len(split.valid))[:pattern_users]
+    library = mine_patterns(reasoner, item_vectors, [split.valid.histories[i] for i in rows], [split.valid.targets[i] for i in rows])
+    filled = []
+    for part in (split.train, split.valid, split.test):
+        _, vectors = apply_pattern(reasoner, library.best, part.histories)
+        filled.append(list(vectors))
+    return filled, library
+
+
+def _fold(user: str) -> int:
+    return hashlib.blake2b(user.encode(), digest_size=2).digest()[0] % 2
+
+
+def _cross_fitted_interests(
+    data: SequenceData, split: Split, tokenizer: SemanticIdTokenizer, config: InterestTrainConfig, count: int
+) -> list[list[list[int]]]:
+    """Beyond-log items of every example from the interest model of the other half of the users."""
+    futures = future_split(data)
+    inferred: list[list[list[int]]] = [[[] for _ in part.targets] for part in (split.train, split.valid, split.test)]
+    for fold in (0, 1):
+        keep = [i for i, user in enumerate(futures.users) if _fold(user) != fold]
+        half = FutureSplit([futures.users[i] for i in keep], [futures.histories[i] for i in keep], [futures.futures[i] for i in keep])
+        model, _ = train_interest_model(tokenizer, half, config)
+        for part, out in zip((split.train, split.valid, split.test), inferred, strict=True):
+            rows = [i for i, user in enumerate(part.users) if _fold(user) == fold]
+            for start in tqdm(range(0, len(rows), 256), desc=f"beyond-log items (fold {fold})", leave=False):
+                chunk = rows[start : start + 256]
+                items = model.infer([part.histories[i] for i in chunk]).items.tolist()
+                for row, found in zip(chunk, items, strict=True):
+                    out[row] = [item for item in found if item >= 0][:count]
+    return inferred
+
