@@ -1,9 +1,13 @@
-"""`make bench-quality`: the TIGER baseline and SASRec on the public benchmarks, beside the published figures.
+"""`make bench-quality`: the ablation of the distilled ranker and SASRec on the public benchmarks, beside the
+published figures.
 
-Beauty uses the published semantic IDs (``Beauty.rqvae-index.json``) so the ranker is compared with the
-TIGER paper's Table 1; Scientific uses our own IDs from item text. SASRec is trained in the same run on the
-same split. Each dataset writes ``benchmarks/results/quality-<dataset>.json`` with a list ``rows`` (the
-baseline row is named ``tiger``), the device and the training time of each model.
+Rows, on the same split and seeds: ``tiger`` (the baseline), ``knowledge`` (IDs from knowledge-enriched text and
+item knowledge vectors), ``cot_pooled`` (reasoning steps pooled into one vector), ``cot_structured`` (the steps
+as ordered step tokens), ``beyond_log`` (inferred beyond-log items as a second segment), ``full`` (all of them,
+the model Triton serves), and ``sasrec``. Beauty has no item text, so the rows that need it are skipped there
+with the reason; it uses the published semantic IDs (``Beauty.rqvae-index.json``) so the baseline compares
+with the TIGER paper's Table 1. Scientific uses our own IDs. Each dataset writes
+``benchmarks/results/quality-<dataset>.json`` with ``rows``, the device and training time of every run.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Any
 import torch
 
 from models.datasets import leave_one_out, load_dataset
+from models.interest_training import InterestTrainConfig
 from models.sasrec import SASRecConfig, train_sasrec
-from models.train import TrainConfig, train
+from models.tiger import TigerConfig
+from models.train import NEEDS_TEXT, VARIANTS, TrainConfig, train, with_variant
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PUBLISHED = {
@@ -31,11 +37,12 @@ PUBLISHED = {
 RUNS = {"amazon-beauty": "published", "amazon-scientific": "rqvae"}
 
 
-def run_tiger(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
-    version = train(config, args.out, args.state)
+def run_variant(name: str, config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
+    version = train(with_variant(config, name), args.out, args.state)
     metrics = json.loads((version / "metrics.json").read_text())
     return {
-        "row": {"name": "tiger", **metrics["test"]},
+        "row": {"name": name, **metrics["test"]},
+        "side_inputs": metrics.get("side_inputs"),
         "model_version": str(version),
         "device": metrics["device"],
         "train_seconds": metrics["train_seconds"],
@@ -55,15 +62,21 @@ def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-MODELS = {"tiger": run_tiger, "sasrec": run_sasrec}
+MODELS = [*VARIANTS, "sasrec"]
+SIZES = {
+    "paper": TigerConfig(),
+    "compact": TigerConfig(d_model=64, d_kv=32, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding the dataset folders")
     parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--size", choices=list(SIZES), default="paper", help="ranker size; compact for CPU runs")
     parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model")
     parser.add_argument("--sasrec-epochs", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
@@ -71,14 +84,31 @@ def main() -> None:
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
-        config = TrainConfig(dataset=args.data / name, ids=RUNS[name], epochs=args.epochs, interests=None)
-        runs = {model: MODELS[model](config, args) for model in args.models}
+        config = TrainConfig(
+            dataset=args.data / name,
+            ids=RUNS[name],
+            epochs=args.epochs,
+            ranker=SIZES[args.size],
+            interests=InterestTrainConfig(max_minutes=args.interest_minutes),
+            interest_model=False,  # rows need only the cross-fitted ones
+        )
+        has_text = load_dataset(config.dataset).item_text is not None
+        skipped = {model: "the dataset has no item text" for model in args.models if model in NEEDS_TEXT and not has_text}
+        runs = {
+            model: run_sasrec(config, args) if model == "sasrec" else run_variant(model, config, args)
+            for model in args.models
+            if model not in skipped
+        }
         rows = [run.pop("row") for run in runs.values()]
         rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
         result = {
             "dataset": name,
             "rows": rows,
-            "runs": runs,  # per model: device, training seconds, epochs run (and the model version for tiger)
+            "runs": runs,  # per model: device, training seconds, epochs run (and the model version of each variant)
+            "skipped": skipped,
+            "size": args.size,
+            "epochs": args.epochs,
+            "interest_minutes": args.interest_minutes,
             "partial": "tiger" not in runs,  # a run without the baseline row is not the benchmark's table
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "date": date.today().isoformat(),

@@ -27,8 +27,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from functools import partial
 from datetime import date, datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ def train_size(settings: Settings, bootstrap: str, config: TigerConfig, out: Pat
         epochs=1,
         eval_every=1,
         max_eval_users=50,
-        interests=None,  # serving latency is the ranker's
+        interest_model=False,  # serving latency is the ranker's
     )
     return train(training, out, settings.state_dir, data=load_from_topics(settings, bootstrap))
 

@@ -1,7 +1,8 @@
 """A trained model version as the serving side loads it: ``<store>/<dataset>/<version>/``.
 
 ``models.train`` writes it: ``ids/`` (semantic-ID table and frozen RQ-VAE), ``ranker/`` (weights and tokenizer),
-``items.json`` (item index -> external item id), ``config.json`` and ``metrics.json``. Version names start with
+``interests/`` (the interest model), ``reasoning/`` (for a distilled ranker: the mined pattern library and item
+labels), ``items.json`` (item index -> external item id), ``config.json`` and ``metrics.json``. Version names start with
 their UTC training time, so the newest version sorts last.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL
 from models.tiger import TigerRanker
@@ -27,6 +29,7 @@ class ModelArtifact:
     ids: SemanticIdTable
     ranker: TigerRanker
     encoder: str  # the sentence encoder the semantic IDs were built with
+    patterns_version: str | None = None  # the mined reasoning pattern library a distilled ranker was trained with
 
     @property
     def version(self) -> str:
@@ -39,12 +42,14 @@ class ModelArtifact:
         if missing:
             raise FileNotFoundError(f"{directory} is not a model version: missing {', '.join(missing)}")
         config = json.loads((directory / "config.json").read_text())
+        patterns = directory / REASONING_DIR
         return cls(
             directory=directory.resolve(),
             item_ids=json.loads((directory / ITEMS_FILE).read_text()),
             ids=SemanticIdTable.load(directory / "ids", device),
             ranker=TigerRanker.load(directory / "ranker", device).eval(),
             encoder=config.get("encoder", DEFAULT_MODEL),
+            patterns_version=PatternLibrary.load(patterns).version if (patterns / PATTERNS_FILE).is_file() else None,
         )
 
 

@@ -28,6 +28,7 @@ from models.patterns import PatternLibrary, apply_pattern, mine_patterns
 from models.text_encoder import TextEncoder
 from models.tiger import SemanticIdTokenizer, SideInputs, UserContext
 from reaseq.contracts import KnowledgeChain
+from workers.user_reasoner import ItemLabels
 
 
 @dataclass
@@ -39,6 +40,7 @@ class SideData:
     test: list[UserContext]
     item_vectors: np.ndarray | None = None
     patterns: PatternLibrary | None = None
+    labels: ItemLabels | None = None  # what the near-line reasoner needs to fill the pattern
     report: dict[str, object] = field(default_factory=dict)
 
 
@@ -96,7 +98,7 @@ def build_side_data(
         result.item_vectors = fused_item_vectors(data, chains, encoder)
         result.report["items_with_knowledge"] = len(chains)
         if side.reasoning != "none":
-            steps, result.patterns = _reasoning_steps(data, chains, result.item_vectors, split, encoder, pattern_users, seed)
+            steps, result.patterns, result.labels = _reasoning_steps(data, chains, result.item_vectors, split, encoder, pattern_users, seed)
             result.report["pattern"] = result.patterns.best.model_dump()
     if side.beyond_log:
         beyond = _cross_fitted_interests(data, split, tokenizer, interests, side.max_beyond_log)
@@ -115,18 +117,19 @@ def _reasoning_steps(
     encoder: TextEncoder,
     pattern_users: int | None,
     seed: int,
-) -> tuple[list[list[np.ndarray | None]], PatternLibrary]:
-    from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
+) -> tuple[list[list[np.ndarray | None]], PatternLibrary, ItemLabels]:
+    from workers.user_reasoner import EmbeddedUserReasoner
 
     titles = {index: item.title for index, item in (data.catalog or {}).items()}
-    reasoner = EmbeddedUserReasoner(ItemLabels(chains, titles, encoder))
+    labels = ItemLabels.build(chains, titles, encoder)
+    reasoner = EmbeddedUserReasoner(labels)
     rows = np.random.default_rng(seed).permutation(len(split.valid))[:pattern_users]
     library = mine_patterns(reasoner, item_vectors, [split.valid.histories[i] for i in rows], [split.valid.targets[i] for i in rows])
     filled = []
     for part in (split.train, split.valid, split.test):
         _, vectors = apply_pattern(reasoner, library.best, part.histories)
         filled.append(list(vectors))
-    return filled, library
+    return filled, library, labels
 
 
 def _fold(user: str) -> int:

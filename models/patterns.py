@@ -22,6 +22,7 @@ from tqdm import tqdm
 from workers.user_reasoner import STRUCTURES, WINDOWS, Structure, UserChain
 
 PATTERNS_FILE = "patterns.json"
+REASONING_DIR = "reasoning"  # inside a model version: the pattern library and the item labels it is filled from
 
 
 class ChainReasoner(Protocol):

@@ -30,13 +30,34 @@ from models.distillation import SideData, build_side_data, item_knowledge
 from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
+from models.patterns import REASONING_DIR
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker, UserContext
+from models.tiger import SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker, UserContext
 from reaseq.contracts import KnowledgeChain
 
 log = logging.getLogger(__name__)
+
+
+FULL = SideInputs(knowledge=True, reasoning="structured", beyond_log=True)
+# The ablation's rows: which text the semantic IDs come from, and what the ranker reads beside the history.
+VARIANTS: dict[str, tuple[Literal["catalog", "knowledge"], SideInputs]] = {
+    "tiger": ("catalog", SideInputs()),
+    "knowledge": ("knowledge", SideInputs(knowledge=True)),
+    "cot_pooled": ("catalog", SideInputs(reasoning="pooled")),
+    "cot_structured": ("catalog", SideInputs(reasoning="structured")),
+    "beyond_log": ("catalog", SideInputs(beyond_log=True)),
+    "full": ("knowledge", FULL),
+}
+NEEDS_TEXT = {"knowledge", "cot_pooled", "cot_structured", "full"}
+
+
+def with_variant(config: TrainConfig, variant: str) -> TrainConfig:
+    """``config`` as one row of the ablation (``VARIANTS``); ``full`` is the default, the model Triton serves."""
+    item_text, side = VARIANTS[variant]
+    ranker = config.ranker.model_copy(update={"side": side})
+    return config.model_copy(update={"item_text": item_text, "ranker": ranker})
 
 
 class TrainConfig(BaseModel):
@@ -47,10 +68,10 @@ class TrainConfig(BaseModel):
     dataset: Path
     ids: Literal["published", "rqvae"] = "rqvae"
     published_ids: Path | None = None  # a ``*.rqvae-index.json``; found in the dataset folder when omitted
-    item_text: Literal["catalog", "knowledge"] = "catalog"  # "knowledge": IDs from knowledge-enriched text
+    item_text: Literal["catalog", "knowledge"] = "knowledge"  # "knowledge": IDs from knowledge-enriched text
     encoder: str = DEFAULT_MODEL  # any sentence-transformers model name or path
     rqvae: RQVAEConfig = RQVAEConfig()
-    ranker: TigerConfig = TigerConfig()
+    ranker: TigerConfig = TigerConfig(side=FULL)
     epochs: int = 200
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -60,7 +81,8 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = 256
     beam_size: int = 20
     max_eval_users: int | None = None  # subsample validation for speed; the test pass always uses all users
-    interests: InterestTrainConfig | None = InterestTrainConfig()  # the beyond-log interest model; None skips it
+    interests: InterestTrainConfig = InterestTrainConfig()  # the beyond-log interest models (served and cross-fitted)
+    interest_model: bool = True  # train the interest model the version serves (the near-line worker's)
     pattern_users: int | None = 3000  # validation examples Generate-Validate-Mine scores chains on (None: all)
     seed: int = 42
 
@@ -172,8 +194,7 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
     ids = semantic_ids(config, data, encoder, knowledge)
     item_codes = {int(key): codes for key, codes in ids.ids.items()}
     tokenizer = SemanticIdTokenizer(item_codes, ids.codes_per_level)
-    interest_config = config.interests or InterestTrainConfig()
-    side = build_side_data(config.ranker.side, data, split, tokenizer, encoder, knowledge, interest_config, config.pattern_users, config.seed)
+    side = build_side_data(config.ranker.side, data, split, tokenizer, encoder, knowledge, config.interests, config.pattern_users, config.seed)
     ranker = TigerRanker(tokenizer, config.ranker, default_device())
     if side.item_vectors is not None:
         ranker.set_item_vectors(torch.from_numpy(side.item_vectors))
@@ -181,12 +202,13 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
     version_dir.mkdir(parents=True)
     ids.save(version_dir / "ids")
     (version_dir / ITEMS_FILE).write_text(json.dumps(data.item_ids))
-    if side.patterns is not None:
-        side.patterns.save(version_dir)
+    if side.patterns is not None and side.labels is not None:
+        side.patterns.save(version_dir / REASONING_DIR)
+        side.labels.save(version_dir / REASONING_DIR)
     training = fit(ranker, split, config, version_dir / "ranker", side)
     best = TigerRanker.load(version_dir / "ranker", ranker.device)
     test = evaluate(best, split.test, config, contexts=side.test)
-    interests = train_and_save(best.tokenizer, data, config.interests, version_dir) if config.interests else None
+    interests = train_and_save(best.tokenizer, data, config.interests, version_dir) if config.interest_model else None
     metrics = {
         "dataset": data.name,
         "users": len(split.test),

@@ -161,25 +161,36 @@ def train(
         Path | None, typer.Option(exists=True, dir_okay=False, help="JSON of TrainConfig fields (model sizes, epochs...).")
     ] = None,
     ids: Annotated[str, typer.Option(help="'rqvae' (our own, from item text) or 'published' (*.rqvae-index.json).")] = "rqvae",
-    item_text: Annotated[
-        str, typer.Option(help="Text our IDs are built from: 'catalog', or 'knowledge' (item text + reasoning steps).")
-    ] = "catalog",
+    variant: Annotated[
+        str,
+        typer.Option(
+            help="'full' (the distilled ranker: knowledge, reasoning steps, beyond-log items) or one ablation row: "
+            "tiger, knowledge, cot_pooled, cot_structured, beyond_log. Datasets without item text need tiger or beyond_log."
+        ),
+    ] = "full",
     epochs: Annotated[int | None, typer.Option(min=1, help="Overrides the config's epochs (default 200).")] = None,
     out: Annotated[Path | None, typer.Option(help="Model store root (default: REASEQ_MODEL_STORE).")] = None,
 ) -> None:
-    """Train semantic IDs and the generative ranker on a dataset, evaluate, and write a model version."""
+    """Train semantic IDs, the interest model and the (distilled) generative ranker on a dataset, evaluate, and write a
+    model version."""
     import json
 
     from models.datasets import load_from_topics
-    from models.train import TrainConfig, train as run_training
+    from models.train import VARIANTS, TrainConfig, with_variant
+    from models.train import train as run_training
 
     if (dataset is None) == (not from_topics):
         raise typer.BadParameter("give a DATASET or --from-topics, not both")
     settings = get_settings()
     fields = json.loads(config.read_text()) if config else {}
-    fields.update(dataset=dataset or Path("topics"), ids=ids, item_text=item_text, **({"epochs": epochs} if epochs else {}))
+    if variant not in VARIANTS:
+        raise typer.BadParameter(f"--variant must be one of {', '.join(VARIANTS)}")
+    fields.update(dataset=dataset or Path("topics"), ids=ids, **({"epochs": epochs} if epochs else {}))
     data = load_from_topics(settings, _bootstrap()) if from_topics else None
-    version = run_training(TrainConfig.model_validate(fields), out or settings.model_store, settings.state_dir, data)
+    training = TrainConfig.model_validate(fields)
+    if config is None or variant != "full":  # a config file says what it trains unless a variant is asked for
+        training = with_variant(training, variant)
+    version = run_training(training, out or settings.model_store, settings.state_dir, data)
     console.print(f"model version written to {version}")
     console.print((version / "metrics.json").read_text())
 

@@ -259,6 +259,19 @@ class InterestResult(Contract):
     created_at: AwareDatetime
 
 
+class UserReasoning(Contract):
+    """A user's reasoning steps, the mined pattern filled for the current history (compacted user-reasoning topic)."""
+
+    user_id: Id
+    history_version: int = Field(ge=0)
+    structure: list[str]  # the steps, in order; the last describes what the user wants next
+    steps: list[Annotated[str, StringConstraints(max_length=1000)]]
+    step_vectors: list[list[float]]
+    pattern_version: str
+    model_version: str
+    created_at: AwareDatetime
+
+
 class ByItem(Contract):
     """Internal hop keyed by item: a catalog item or an interaction, in one ordered stream per item.
 

@@ -43,6 +43,7 @@ ITEM_FEATURES = TopicSpec("item-features", Role.STATE, "item_id", "Base item fea
 USER_FEATURES = TopicSpec("user-features", Role.STATE, "user_id", "User histories (UserFeatureUpdate).")
 KNOWLEDGE = TopicSpec("knowledge", Role.STATE, "item_id", "LLM item knowledge (KnowledgeResult).")
 INTERESTS = TopicSpec("interests", Role.STATE, "user_id", "Inferred beyond-log interests (InterestResult).")
+USER_REASONING = TopicSpec("user-reasoning", Role.STATE, "user_id", "Mined reasoning pattern filled per user (UserReasoning).")
 CONTROL = TopicSpec("control", Role.STATE, "name", "Operator state, e.g. the serving state generation.", partitions=1)
 ENRICHMENT_REQUESTS = TopicSpec("enrichment-requests", Role.REQUEST, "item_id", "EnrichmentRequest.")
 INTEREST_REQUESTS = TopicSpec("interest-requests", Role.REQUEST, "user_id", "InterestRequest, debounced per user.")
@@ -57,6 +58,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     USER_FEATURES,
     KNOWLEDGE,
     INTERESTS,
+    USER_REASONING,
     CONTROL,
     ENRICHMENT_REQUESTS,
     INTEREST_REQUESTS,

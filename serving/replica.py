@@ -1,5 +1,5 @@
 """A local RocksDB replica of the compacted feature topics (item features, user histories, item knowledge,
-inferred interests), inside the serving process.
+inferred interests, user reasoning steps), inside the serving process.
 
 Each fetched batch of records is written with the offsets it reaches in one RocksDB write batch, so the
 replica and its position never disagree: a restarted server resumes where it stopped, and a new replica
@@ -18,10 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from rocksdict import Options, Rdict, WriteBatch
 
 from infra.offsets import Partition, exact_end_offsets, list_partitions
-from reaseq.contracts import InterestResult, ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate
+from reaseq.contracts import InterestResult, ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate, UserReasoning
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import DEAD_LETTERS, INTERESTS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, topic_name
+from reaseq.topics import DEAD_LETTERS, INTERESTS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, USER_REASONING, topic_name
 from reaseq.wire import ContractError, decode
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ ITEM = b"i/"
 USER = b"u/"
 KNOWLEDGE_KEY = b"k/"
 INTEREST_KEY = b"n/"
+REASONING_KEY = b"r/"
 POPULARITY = b"p/"
 OFFSET = b"o/"
 AGENT = "serving-replica"
@@ -43,6 +44,7 @@ class FetchedBatch:
     users: dict[str, UserFeatureUpdate | None] = field(default_factory=dict)
     knowledge: dict[str, KnowledgeResult | None] = field(default_factory=dict)
     interests: dict[str, InterestResult | None] = field(default_factory=dict)
+    reasoning: dict[str, UserReasoning | None] = field(default_factory=dict)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     rejected: int = 0
 
@@ -64,6 +66,7 @@ class FeatureReplica:
         self.user_topic = topic_name(settings, USER_FEATURES)
         self.knowledge_topic = topic_name(settings, KNOWLEDGE)
         self.interest_topic = topic_name(settings, INTERESTS)
+        self.reasoning_topic = topic_name(settings, USER_REASONING)
         self._consumer: Consumer | None = None
         self._dead_letters: Producer | None = None
 
@@ -80,6 +83,10 @@ class FeatureReplica:
     def interests(self, user_id: str) -> InterestResult | None:
         raw = self.db.get(INTEREST_KEY + user_id.encode())
         return None if raw is None else InterestResult.model_validate_json(raw)
+
+    def reasoning(self, user_id: str) -> UserReasoning | None:
+        raw = self.db.get(REASONING_KEY + user_id.encode())
+        return None if raw is None else UserReasoning.model_validate_json(raw)
 
     def items(self) -> Iterator[ItemFeatureUpdate]:
         for _, raw in self.scan(ITEM):
@@ -127,7 +134,12 @@ class FeatureReplica:
         Returns the new popularity counts of the items that the batch's interactions touched.
         """
         writes = WriteBatch(raw_mode=True)
-        keyed = ((ITEM, batch.items), (KNOWLEDGE_KEY, batch.knowledge), (INTEREST_KEY, batch.interests))
+        keyed = (
+            (ITEM, batch.items),
+            (KNOWLEDGE_KEY, batch.knowledge),
+            (INTEREST_KEY, batch.interests),
+            (REASONING_KEY, batch.reasoning),
+        )
         for prefix, records in keyed:
             for key, record in records.items():
                 if record is None:
@@ -154,7 +166,7 @@ class FeatureReplica:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        return (self.item_topic, self.user_topic, self.knowledge_topic, self.interest_topic)
+        return (self.item_topic, self.user_topic, self.knowledge_topic, self.interest_topic, self.reasoning_topic)
 
     def end_offsets(self) -> dict[Partition, tuple[int, int]]:
         """(low, end) of every partition of the followed topics, now."""
@@ -201,6 +213,7 @@ class FeatureReplica:
             self.user_topic: (batch.users, UserFeatureUpdate),
             self.knowledge_topic: (batch.knowledge, KnowledgeResult),
             self.interest_topic: (batch.interests, InterestResult),
+            self.reasoning_topic: (batch.reasoning, UserReasoning),
         }[message.topic()]
         if value is None:
             target[key] = None

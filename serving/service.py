@@ -1,5 +1,9 @@
 """The ranker over live features: one model version's weights and semantic IDs, the replica's items and users.
 
+A distilled ranker also reads, per user, the reasoning steps and beyond-log items the near-line worker published
+(from the replica; steps only when they were filled with this version's pattern), and per item the knowledge
+vector of the latest knowledge the replica holds.
+
 Items published after training get semantic IDs from the version's frozen RQ-VAE as their feature update
 arrives (``apply``), and are rankable from then on; the assignments are stored in the replica, in the same
 write as the update, so a restarted server gives every item the ID it had. Requests of one batch share one
@@ -15,11 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from models.artifact import ModelArtifact
-from models.tiger import SemanticIdTokenizer
 from models.datasets import build_item_text
 from models.text_encoder import TextEncoder
+from models.tiger import SemanticIdTokenizer, UserContext
 from reaseq.contracts import ItemFeatureUpdate, RankRequest, RankResponse, RankSource, ScoredItem
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch
@@ -100,6 +105,8 @@ class RankerService:
         with self._lock:
             if tokenizer is not None:
                 self._add_items(assigned, tokenizer)
+            if self.ranker.config.side.knowledge:
+                self._set_item_vectors(batch)
             self._catalog.update(item_id for item_id, item in batch.items.items() if item is not None)
             self._fresh.extend((item.first_seen.isoformat(), item.item_id) for item in batch.items.values() if item)
             self._fresh = sorted(set(self._fresh))[-FRESH_POOL:]
@@ -116,6 +123,19 @@ class RankerService:
             self.item_ids.append(item_id)
             self.index_of[item_id] = index
         self.ranker.use_tokenizer(tokenizer)
+
+    def _set_item_vectors(self, batch: FetchedBatch) -> None:
+        """Latest knowledge vectors of rankable items, so new items' knowledge reaches the ranker too."""
+        rows = {self.index_of[item_id]: result.fused_vector for item_id, result in batch.knowledge.items() if result and item_id in self.index_of}
+        if not rows:
+            return
+        vectors = self.ranker.item_vectors
+        if len(vectors) < len(self.item_ids):
+            vectors = torch.cat([vectors, vectors.new_zeros((len(self.item_ids) - len(vectors), vectors.size(1)))])
+        else:
+            vectors = vectors.clone()  # requests in flight keep the table they started with
+        vectors[list(rows)] = torch.tensor(list(rows.values()), dtype=vectors.dtype, device=vectors.device)
+        self.ranker.set_item_vectors(vectors)
 
     def _restore(self) -> None:
         """Re-apply the IDs this replica assigned before, then load popularity and freshness."""
@@ -169,6 +189,7 @@ class RankerService:
             [requests[p].user_id for p, _ in rows],
             [history for _, history in rows],
             [[self.index_of[item] for item in items] for items in known],
+            self._contexts([requests[p].user_id for p, _ in rows]),
         )
         for (position, _), items, row in zip(rows, known, scores, strict=True):
             request = requests[position]
@@ -186,11 +207,28 @@ class RankerService:
             k=k,
             beam_size=max(k, self.settings.serving_beam_size),
             exclude_history=self.settings.serving_exclude_history,
+            contexts=self._contexts([requests[p].user_id for p, _ in rows]),
         )
         for (position, _), item_row, score_row in zip(rows, items.tolist(), scores.tolist(), strict=True):
             request = requests[position]
             found = [(self.item_ids[i], s) for i, s in zip(item_row, score_row, strict=True) if i >= 0]
             answers[position] = self._answer(request, found[: request.k], RankSource.MODEL, [])
+
+    def _contexts(self, users: list[str]) -> list[UserContext] | None:
+        """Per user, the side inputs this ranker reads (None for a TIGER ranker without any)."""
+        side = self.ranker.config.side
+        if not side.any:
+            return None
+        contexts = []
+        for user_id in users:
+            steps = None
+            reasoning = self.replica.reasoning(user_id) if side.reasoning != "none" else None
+            if reasoning is not None and reasoning.pattern_version == self.artifact.patterns_version:
+                steps = np.asarray(reasoning.step_vectors, dtype=np.float32)
+            interests = self.replica.interests(user_id) if side.beyond_log else None
+            beyond = [self.index_of[i.item_id] for i in interests.interests if i.item_id in self.index_of] if interests else []
+            contexts.append(UserContext(steps, beyond))
+        return contexts
 
     def _cold_start(self, request: RankRequest) -> RankResponse:
         """Popular and fresh items: scored by popularity (log share), the freshest breaking ties."""

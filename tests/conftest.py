@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
@@ -33,6 +34,15 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
         interest_debounce_s=0.5,
         log_level="INFO",
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Intra-op threads only cost on models this small, and stall badly when other processes hold the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 Spawn = Callable[[str], subprocess.Popen[bytes]]

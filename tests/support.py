@@ -10,6 +10,9 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from reaseq.contracts import Contract
 from reaseq.publish import producer
+from reaseq.settings import Settings
+from reaseq.synthetic import SyntheticWorld
+from reaseq.topics import EVENTS, ITEMS, USER_FEATURES, topic_name
 from reaseq.wire import encode
 
 
@@ -72,6 +75,19 @@ def send_contracts(bootstrap: str, topic: str, messages: Iterable[Contract], key
     send(bootstrap, topic, ((key(m).encode(), encode(m)) for m in messages))
 
 
+def publish_world(settings: Settings, bootstrap: str, world: SyntheticWorld, timeout_s: float = 120.0) -> TopicReader:
+    """Publish a generated world's items and interactions and wait until the stream has every user's history.
+
+    Returns the user-features reader; its records end with each user's final history.
+    """
+    send_contracts(bootstrap, topic_name(settings, ITEMS), world.items, lambda m: m.item_id)  # type: ignore[attr-defined]
+    send_contracts(bootstrap, topic_name(settings, EVENTS), world.interactions, lambda m: m.user_id)  # type: ignore[attr-defined]
+    users = {interaction.user_id for interaction in world.interactions}
+    reader = TopicReader(bootstrap, topic_name(settings, USER_FEATURES))
+    reader.wait_for(lambda records: len(latest_by_key(records)) == len(users), timeout_s=timeout_s)
+    return reader
+
+
 # A valid answer per LLM output model, by schema name (the reasoning-chain tests script their backend with them).
 ANSWERS = {
     "AttributesStep": {"rationale": "The text says waterproof nylon.", "attributes": ["waterproof"], "materials": ["nylon"]},
@@ -86,6 +102,7 @@ ANSWERS = {
 
 # TrainConfig fields of a model small enough to train in seconds (the model, not its quality, is under test).
 TINY_TRAINING = {
+    "item_text": "catalog",
     "rqvae": {"codebook_size": 8, "epochs": 20, "batch_size": 128},
     "ranker": {"d_model": 32, "d_kv": 16, "num_heads": 2, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1},
     "epochs": 2,

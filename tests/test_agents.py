@@ -17,11 +17,11 @@ from models.knowledge import knowledge_vectors, step_text
 from models.text_encoder import TextEncoder
 from reaseq.contracts import CatalogItem, KnowledgeChain, Season
 from reaseq.synthetic import generate
+from tests.support import ANSWERS
 from workers.agents import ChainOfAgents, InvalidOutput
 from workers.breaker import CircuitBreaker
-from workers.embedded_reasoner import EmbeddedReasoner, LabelVocabulary
+from workers.embedded_reasoner import EmbeddedReasoner
 from workers.prompts import Message, PromptSet
-from tests.support import ANSWERS
 
 ITEM = CatalogItem(
     item_id="jacket-1",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-
 import orjson
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from reaseq.contracts import Interaction, UserFeatureUpdate
 from reaseq.deadletters import DeadLetter

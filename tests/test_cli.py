@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import Counter
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 

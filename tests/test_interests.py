@@ -1,4 +1,5 @@
-"""Beyond-log interests through the stream: real broker, stream worker and interest worker, a trained tiny model."""
+"""Beyond-log interests and reasoning steps through the stream: real broker, stream and interest workers, a tiny
+full distilled model version."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from infra.stack import spawn_async_worker, stop_process
 from models.datasets import load_from_topics
+from models.patterns import REASONING_DIR, PatternLibrary
 from models.train import TrainConfig, train
 from reaseq.contracts import (
     DeadLetterReason,
@@ -17,14 +19,22 @@ from reaseq.contracts import (
     InterestRequest,
     InterestResult,
     UserFeatureUpdate,
+    UserReasoning,
     utcnow,
 )
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
 from reaseq.synthetic import generate
-from reaseq.topics import DEAD_LETTERS, EVENTS, INTEREST_REQUESTS, INTERESTS, ITEMS, USER_FEATURES, topic_name
+from reaseq.topics import (
+    DEAD_LETTERS,
+    EVENTS,
+    INTEREST_REQUESTS,
+    INTERESTS,
+    USER_REASONING,
+    topic_name,
+)
 from tests.conftest import Spawn
-from tests.support import TINY_TRAINING, TopicReader, latest_by_key, send, send_contracts
+from tests.support import TINY_TRAINING, TopicReader, latest_by_key, publish_world, send, send_contracts
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +49,15 @@ def test_users_get_interests_once_per_history_and_new_events_refresh_them(settin
     settings = settings.model_copy(update={"model_store": tmp_path / "store"})
     workers("w0")
     world = generate(60, 12, 240, seed=4)
-    send_contracts(bootstrap, topic_name(settings, ITEMS), world.items, lambda m: m.item_id)  # type: ignore[attr-defined]
-    send_contracts(bootstrap, topic_name(settings, EVENTS), world.interactions, lambda m: m.user_id)  # type: ignore[attr-defined]
+    features = publish_world(settings, bootstrap, world)
     users = {interaction.user_id for interaction in world.interactions}
-    features = TopicReader(bootstrap, topic_name(settings, USER_FEATURES))
-    features.wait_for(lambda records: len(latest_by_key(records)) == len(users), timeout_s=120)
 
     worker = spawn_async_worker(settings, bootstrap, "interests")  # before any model: requests wait in the topic
     try:
-        train(TrainConfig.model_validate({"dataset": Path("topics"), **TINY_TRAINING}), settings.model_store, settings.state_dir,
-              data=load_from_topics(settings, bootstrap))
+        side = {"knowledge": True, "reasoning": "structured", "beyond_log": True}  # the full distilled ranker
+        fields = {"dataset": Path("topics"), **TINY_TRAINING, "ranker": {**TINY_TRAINING["ranker"], "side": side}}  # type: ignore[dict-item]
+        version = train(TrainConfig.model_validate(fields), settings.model_store, settings.state_dir, data=load_from_topics(settings, bootstrap))
+        pattern = PatternLibrary.load(version / REASONING_DIR)
         final = {key.decode(): UserFeatureUpdate.model_validate_json(value) for key, value in latest_by_key(features.poll()).items()}
         interests = TopicReader(bootstrap, topic_name(settings, INTERESTS))
 
@@ -62,6 +71,12 @@ def test_users_get_interests_once_per_history_and_new_events_refresh_them(settin
             history = {entry.item_id for entry in final[result.user_id].history}
             assert result.interests and all(i.item_id in catalog and i.item_id not in history for i in result.interests)
             assert [i.confidence for i in result.interests] == sorted((i.confidence for i in result.interests), reverse=True)
+        reasoning = TopicReader(bootstrap, topic_name(settings, USER_REASONING)).wait_for(
+            lambda rs: {r.key.decode() for r in rs if r.key} == users, timeout_s=60
+        )
+        for steps in (UserReasoning.model_validate_json(r.value) for r in reasoning if r.value):
+            assert tuple(steps.structure) == pattern.best.structure and steps.pattern_version == pattern.version
+            assert len(steps.steps) == len(steps.step_vectors) == len(steps.structure) and steps.steps[-1].startswith("target:")
 
         # An unchanged history is not recomputed; a bad request is dead-lettered; a new event refreshes its user.
         quiet, active = sorted(users)[:2]

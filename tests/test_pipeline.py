@@ -8,10 +8,27 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from reaseq.contracts import CatalogItem, DeadLetterReason, EnrichmentRequest, Interaction, InteractionKind, InterestRequest, UserFeatureUpdate
+from reaseq.contracts import (
+    CatalogItem,
+    DeadLetterReason,
+    EnrichmentRequest,
+    Interaction,
+    InteractionKind,
+    InterestRequest,
+    UserFeatureUpdate,
+)
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import DEAD_LETTERS, ENRICHMENT_REQUESTS, EVENTS, INTEREST_REQUESTS, ITEM_FEATURES, ITEMS, USER_FEATURES, topic_name
+from reaseq.topics import (
+    DEAD_LETTERS,
+    ENRICHMENT_REQUESTS,
+    EVENTS,
+    INTEREST_REQUESTS,
+    ITEM_FEATURES,
+    ITEMS,
+    USER_FEATURES,
+    topic_name,
+)
 from tests.conftest import Spawn
 from tests.support import TopicReader, latest_by_key, send, send_contracts
 

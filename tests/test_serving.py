@@ -9,13 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from models.artifact import ITEMS_FILE, ModelArtifact
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable
 from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker
-from reaseq.contracts import HistoryEntry, InteractionKind, ItemFeatureUpdate, RankRequest, RankSource, UserFeatureUpdate
+from reaseq.contracts import (
+    HistoryEntry,
+    InteractionKind,
+    ItemFeatureUpdate,
+    RankRequest,
+    RankSource,
+    UserFeatureUpdate,
+)
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch, _new_entries
 from serving.service import RankerService

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,7 @@ SMALL = TigerConfig(
     d_model=64, d_kv=16, num_heads=4, d_ff=128, num_encoder_layers=2, num_decoder_layers=2, dropout=0.0
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Intra-op threads only cost on models this small, and stall badly when other processes hold the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_codes(count: int, codes_per_level: list[int], seed: int) -> dict[int, tuple[int, ...]]:

@@ -9,7 +9,7 @@ from models.datasets import load_dataset
 from models.diffusion import InterestDiffusion
 from models.distillation import item_knowledge
 from models.knowledge import enriched_text
-from models.patterns import PatternLibrary
+from models.patterns import REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import TigerRanker
@@ -63,7 +63,7 @@ def test_semantic_ids_from_knowledge_enriched_text(tmp_path: Path) -> None:
     assert sorted(chains) == list(range(60))  # the dataset has no knowledge topic: the embedded reasoner fills it
     text = enriched_text(data.item_text[0], chains[0])  # type: ignore[index]
     assert text.startswith(data.item_text[0][:300]) and "usage; scenarios:" in text and "needs;" in text  # type: ignore[index]
-    config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **TINY_TRAINING, "item_text": "knowledge", "interests": None})
+    config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **TINY_TRAINING, "item_text": "knowledge", "interest_model": False})
     by_knowledge = SemanticIdTable.load(train(config, tmp_path / "store", tmp_path / "state") / "ids")
     by_catalog = SemanticIdTable.load(train(config.model_copy(update={"item_text": "catalog"}), tmp_path / "store", tmp_path / "state") / "ids")
     assert len(by_knowledge) == 60 and dict(by_knowledge.ids) != dict(by_catalog.ids)
@@ -74,7 +74,7 @@ def test_the_full_distilled_model_trains_with_mined_patterns_and_cross_fitted_in
     side = {"knowledge": True, "reasoning": "structured", "beyond_log": True, "max_beyond_log": 4}
     fields = {**TINY_TRAINING, "ranker": {**TINY_TRAINING["ranker"], "side": side}, "item_text": "knowledge"}  # type: ignore[dict-item]
     version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
-    library = PatternLibrary.load(version)
+    library = PatternLibrary.load(version / REASONING_DIR)
     assert len(library.candidates) == len(STRUCTURES) * len(WINDOWS) and library.best == library.candidates[0]
     assert all(pattern.structure[-1] == "target" for pattern in library.candidates)
     metrics = json.loads((version / "metrics.json").read_text())

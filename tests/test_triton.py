@@ -1,4 +1,5 @@
-"""Triton serving end to end: real broker, stream worker and tritonserver; a tiny ranker trained on the topics."""
+"""Triton serving end to end: real broker, stream worker and tritonserver; a tiny full distilled ranker (knowledge,
+reasoning steps, beyond-log items) trained on the topics."""
 
 from __future__ import annotations
 
@@ -21,13 +22,24 @@ from infra.provision import provision
 from infra.stack import spawn_worker, stop_process
 from infra.triton import ModelRepository, TritonServer, promote, rollback, served_version
 from models.datasets import load_from_topics
-from models.train import TrainConfig, train
-from reaseq.contracts import CatalogItem, Interaction, InteractionKind, RankRequest, RankSource
+from models.patterns import REASONING_DIR, PatternLibrary
+from models.train import FULL, TrainConfig, train
+from reaseq.contracts import (
+    CatalogItem,
+    InferredItem,
+    Interaction,
+    InteractionKind,
+    InterestResult,
+    RankRequest,
+    RankSource,
+    UserReasoning,
+    utcnow,
+)
 from reaseq.settings import Settings
 from reaseq.synthetic import SyntheticWorld, generate
-from reaseq.topics import EVENTS, ITEMS, USER_FEATURES, topic_name
+from reaseq.topics import EVENTS, INTERESTS, ITEMS, USER_REASONING, topic_name
 from serving.client import RankClient, RankRequestError
-from tests.support import TINY_TRAINING, TopicReader, latest_by_key, send_contracts
+from tests.support import TINY_TRAINING, publish_world, send_contracts
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +58,8 @@ class Served:
 
 
 def train_tiny(settings: Settings, bootstrap: str, root: Path, seed: int) -> Path:
-    config = TrainConfig.model_validate({"dataset": Path("topics"), **TINY_TRAINING, "seed": seed})
+    ranker = {**TINY_TRAINING["ranker"], "side": FULL.model_dump()}  # type: ignore[dict-item]
+    config = TrainConfig.model_validate({"dataset": Path("topics"), **TINY_TRAINING, "ranker": ranker, "seed": seed})
     return train(config, root / "store", settings.state_dir, data=load_from_topics(settings, bootstrap))
 
 
@@ -61,12 +74,7 @@ def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     provision(settings, bootstrap, 1)
     worker = spawn_worker(settings, bootstrap, 1, "w0")
     world = generate(120, 40, 800, seed=3)
-    send_contracts(bootstrap, topic_name(settings, ITEMS), world.items, lambda m: m.item_id)  # type: ignore[attr-defined]
-    send_contracts(bootstrap, topic_name(settings, EVENTS), world.interactions, lambda m: m.user_id)  # type: ignore[attr-defined]
-    users = {interaction.user_id for interaction in world.interactions}
-    reader = TopicReader(bootstrap, topic_name(settings, USER_FEATURES))
-    reader.wait_for(lambda records: len(latest_by_key(records)) == len(users), timeout_s=120)
-    reader.close()
+    publish_world(settings, bootstrap, world).close()
     version = train_tiny(settings, bootstrap, root, seed=1)
     ModelRepository(settings).publish(version)
     triton = TritonServer(settings, bootstrap).start()
@@ -128,6 +136,29 @@ def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
         assert time.monotonic() < deadline, "new interaction never reached the ranker"
         time.sleep(0.2)
     assert len(answer.items) == 3 and new_item.item_id not in {i.item_id for i in answer.items}
+
+
+def test_the_distilled_ranker_reads_the_reasoning_steps_and_beyond_log_items_published_for_a_user(served: Served) -> None:
+    client = served.client()
+    user = max(i.user_id for i in served.world.interactions)  # not one the restart test compares
+    candidates = [item.item_id for item in served.world.items[:15]]
+    before = client.rank(user, candidates=candidates)
+    pattern = PatternLibrary.load(served.first_version / REASONING_DIR)
+    version = before.model_version
+    steps = UserReasoning(
+        user_id=user, history_version=99, structure=list(pattern.best.structure), steps=["s"] * len(pattern.best.structure),
+        step_vectors=[[0.05] * 384 for _ in pattern.best.structure], pattern_version=pattern.version, model_version=version, created_at=utcnow(),
+    )
+    interests = InterestResult(
+        user_id=user, history_version=99, interests=[InferredItem(item_id=candidates[0], confidence=0.9)], model_version=version, created_at=utcnow()
+    )
+    send_contracts(served.bootstrap, topic_name(served.settings, USER_REASONING), [steps], lambda m: m.user_id)  # type: ignore[attr-defined]
+    send_contracts(served.bootstrap, topic_name(served.settings, INTERESTS), [interests], lambda m: m.user_id)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while (after := client.rank(user, candidates=candidates)).items == before.items:
+        assert time.monotonic() < deadline, "the published side inputs never changed the ranker's scores"
+        time.sleep(0.2)
+    assert {i.item_id for i in after.items} == set(candidates)
 
 
 def test_restart_resumes_the_replica_and_answers_the_same(served: Served) -> None:

@@ -1,9 +1,11 @@
-"""The interest worker: debounced interest requests in, beyond-log interests out, near-line.
+"""The interest worker: debounced interest requests in, beyond-log interests and reasoning steps out, near-line.
 
 One consumer-group member per process (``reaseq interests``). Each fetched batch keeps the newest request per
 user, drops users whose history version already has interests from the current model (an unchanged history
 is never recomputed), runs one batched diffusion inference for the rest, publishes an ``InterestResult`` per
-user on the compacted interests topic, stores it in the local interests table, and only then commits.
+user on the compacted interests topic, stores it in the local interests table, and only then commits. When the
+model version has a mined reasoning pattern (a distilled ranker reads it), the worker also fills that pattern
+for each history and publishes the ordered step texts and vectors as ``UserReasoning`` on ``user-reasoning``.
 
 The model is the newest version in the model store that has an interest model; a newer one is picked up
 between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
@@ -25,11 +27,13 @@ from models.artifact import ITEMS_FILE, list_versions
 from models.datasets import read_topics
 from models.diffusion import InterestDiffusion
 from models.interest_training import INTERESTS_DIR
-from reaseq.contracts import InferredItem, InterestRequest, InterestResult, utcnow
+from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
+from reaseq.contracts import InferredItem, InterestRequest, InterestResult, UserReasoning, utcnow
 from reaseq.settings import Settings
-from reaseq.topics import INTEREST_REQUESTS, INTERESTS, topic_name
+from reaseq.topics import INTEREST_REQUESTS, INTERESTS, USER_REASONING, topic_name
 from reaseq.wire import ContractError, decode, encode
 from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
+from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
 
 log = logging.getLogger(__name__)
 AGENT = "interests"
@@ -45,27 +49,58 @@ class InterestStats:
 
 @dataclass(frozen=True)
 class InterestModel:
-    """One model version's interest model and its item index."""
+    """One model version's interest model, its item index, and its reasoning pattern if it has one."""
 
     version: str
     model: InterestDiffusion
     item_index: dict[str, int]
     item_ids: list[str]
+    patterns: PatternLibrary | None = None
+    reasoner: EmbeddedUserReasoner | None = None
 
     @classmethod
     def load(cls, directory: Path) -> InterestModel:
         item_ids: list[str] = json.loads((directory / ITEMS_FILE).read_text())
         model = InterestDiffusion.load(directory / INTERESTS_DIR, "cpu")
-        return cls(f"{directory.parent.name}/{directory.name}", model, {item: i for i, item in enumerate(item_ids)}, item_ids)
+        patterns = reasoner = None
+        if (directory / REASONING_DIR / PATTERNS_FILE).is_file():
+            patterns = PatternLibrary.load(directory / REASONING_DIR)
+            reasoner = EmbeddedUserReasoner(ItemLabels.load(directory / REASONING_DIR))
+        version = f"{directory.parent.name}/{directory.name}"
+        return cls(version, model, {item: i for i, item in enumerate(item_ids)}, item_ids, patterns, reasoner)
 
-    def infer(self, requests: list[InterestRequest]) -> list[list[InferredItem]]:
-        """Beyond-log items for each request's history (items the model does not know are skipped in the prompt)."""
-        histories = [[self.item_index[item] for item in request.item_ids if item in self.item_index] for request in requests]
+    def histories(self, requests: list[InterestRequest]) -> list[list[int]]:
+        """Each request's history as item indices; items the version does not know are left out."""
+        return [[self.item_index[item] for item in request.item_ids if item in self.item_index] for request in requests]
+
+    def infer(self, histories: list[list[int]]) -> list[list[InferredItem]]:
+        """Beyond-log items for each history."""
         inferred = self.model.infer(histories)
         return [
             [InferredItem(item_id=self.item_ids[item], confidence=round(conf, 5)) for item, conf in zip(items, confs, strict=True) if item >= 0]
             for items, confs in zip(inferred.items.tolist(), inferred.confidences.tolist(), strict=True)
         ]
+
+
+def reasoning_of(model: InterestModel, requests: list[InterestRequest], histories: list[list[int]]) -> list[UserReasoning]:
+    """The version's best pattern filled for each history (nothing when the version has no pattern)."""
+    if model.patterns is None or model.reasoner is None:
+        return []
+    best = model.patterns.best
+    texts, vectors = apply_pattern(model.reasoner, best, histories)
+    return [
+        UserReasoning(
+            user_id=request.user_id,
+            history_version=request.history_version,
+            structure=list(best.structure),
+            steps=steps,
+            step_vectors=[[round(float(x), 5) for x in row] for row in step_vectors],
+            pattern_version=model.patterns.version,
+            model_version=model.version,
+            created_at=utcnow(),
+        )
+        for request, steps, step_vectors in zip(requests, texts, vectors, strict=True)
+    ]
 
 
 def newest_interest_version(store: Path) -> Path | None:
@@ -141,7 +176,9 @@ class InterestWorker:
                 latest[request.user_id] = request
         todo = [request for request in latest.values() if not self._unchanged(request, model)]
         self.stats.unchanged += len(latest) - len(todo)
-        inferred = await asyncio.to_thread(model.infer, todo) if todo else []
+        histories = model.histories(todo)
+        inferred = await asyncio.to_thread(model.infer, histories) if todo else []
+        reasoning = await asyncio.to_thread(reasoning_of, model, todo, histories) if todo else []
         results = [
             InterestResult(
                 user_id=request.user_id,
@@ -154,6 +191,8 @@ class InterestWorker:
         ]
         topic = topic_name(self.settings, INTERESTS)
         sends += [producer.send_and_wait(topic, encode(result), key=result.user_id.encode()) for result in results]
+        steps_topic = topic_name(self.settings, USER_REASONING)
+        sends += [producer.send_and_wait(steps_topic, encode(steps), key=steps.user_id.encode()) for steps in reasoning]
         await asyncio.gather(*sends)
         for request, result in zip(todo, results, strict=True):  # only once published
             self.table.put(result.user_id, encode(result))

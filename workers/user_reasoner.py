@@ -18,9 +18,11 @@ cost no encoder call. The target's vector weighs later steps more, so a structur
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +43,8 @@ STRUCTURES: tuple[Structure, ...] = (
     ("history", "needs", "attributes", "target"),
 )
 WINDOWS = (3, 8)  # recent items a chain reasons over
+LABELS_FILE = "labels.json"
+VECTORS_FILE = "label_vectors.npy"
 TOP_LABELS = 3
 
 
@@ -67,16 +71,37 @@ class ItemLabels:
         "attributes": ("attributes.attributes", "audience.audiences"),
     }
 
-    def __init__(self, chains: Mapping[int, KnowledgeChain], titles: Mapping[int, str], encoder: TextEncoder) -> None:
+    def __init__(self, labels: dict[str, dict[int, list[str]]], titles: Mapping[int, str], vectors: Mapping[str, np.ndarray], dimension: int) -> None:
+        self.labels = labels
         self.titles = dict(titles)
-        self.labels: dict[str, dict[int, list[str]]] = {step: {} for step in self.SOURCES}
+        self.vectors = dict(vectors)
+        self.dimension = dimension
+
+    @classmethod
+    def build(cls, chains: Mapping[int, KnowledgeChain], titles: Mapping[int, str], encoder: TextEncoder) -> ItemLabels:
+        labels: dict[str, dict[int, list[str]]] = {step: {} for step in cls.SOURCES}
         for index, chain in chains.items():
-            for step, sources in self.SOURCES.items():
-                self.labels[step][index] = [label for source in sources for label in _field(chain, source)]
-        vocabulary = sorted({label for per_item in self.labels.values() for labels in per_item.values() for label in labels})
-        vectors = encoder.encode(vocabulary) if vocabulary else np.zeros((0, 1), dtype=np.float32)
-        self.vectors = dict(zip(vocabulary, vectors, strict=True))
-        self.dimension = vectors.shape[1] if vocabulary else encoder.dimension
+            for step, sources in cls.SOURCES.items():
+                labels[step][index] = [label for source in sources for label in _field(chain, source)]
+        vocabulary = sorted({label for per_item in labels.values() for names in per_item.values() for label in names})
+        vectors = encoder.encode(vocabulary) if vocabulary else np.zeros((0, encoder.dimension), dtype=np.float32)
+        return cls(labels, titles, dict(zip(vocabulary, vectors, strict=True)), vectors.shape[1])
+
+    def save(self, directory: Path) -> None:
+        """``labels.json`` (per step and item, its labels; titles) and ``label_vectors.npy`` (one row per label)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        vocabulary = sorted(self.vectors)
+        body = {"labels": self.labels, "titles": self.titles, "vocabulary": vocabulary, "dimension": self.dimension}
+        (directory / LABELS_FILE).write_text(json.dumps(body))
+        np.save(directory / VECTORS_FILE, np.stack([self.vectors[label] for label in vocabulary]) if vocabulary else np.zeros((0, self.dimension)))
+
+    @classmethod
+    def load(cls, directory: Path) -> ItemLabels:
+        body = json.loads((directory / LABELS_FILE).read_text())
+        labels = {step: {int(item): names for item, names in per_item.items()} for step, per_item in body["labels"].items()}
+        vectors = np.load(directory / VECTORS_FILE).astype(np.float32)
+        titles = {int(item): title for item, title in body["titles"].items()}
+        return cls(labels, titles, dict(zip(body["vocabulary"], vectors, strict=True)), body["dimension"])
 
 
 class EmbeddedUserReasoner:
