@@ -124,7 +124,8 @@ class EnrichmentRequest(Contract):
 
 KNOWLEDGE_SCHEMA = "knowledge-v1"  # the version of the reasoning chain below; bump it with any change to the steps
 
-Label = Annotated[str, StringConstraints(min_length=1, max_length=60, strip_whitespace=True)]
+LABEL_MAX = 60
+Label = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_MAX, strip_whitespace=True)]
 Rationale = Annotated[str, StringConstraints(min_length=1, max_length=400, strip_whitespace=True)]
 
 

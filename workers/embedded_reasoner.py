@@ -19,6 +19,7 @@ import numpy as np
 
 from models.text_encoder import TextEncoder
 from reaseq.contracts import (
+    LABEL_MAX,
     AttributesStep,
     AudienceStep,
     CatalogItem,
@@ -72,7 +73,8 @@ class LabelVocabulary:
         for item in items:
             count += 1
             documents.update(set(WORD.findall(f"{item.title} {item.description}".lower())))
-            kinds.update(category.strip() for category in item.categories if category.strip())
+            # a "category" longer than a label is catalog noise (a pasted description), not a product kind
+            kinds.update(category.strip() for category in item.categories if 0 < len(category.strip()) <= LABEL_MAX)
             if item.brand:
                 brands.add(item.brand.lower())
         ceiling = max(2, count // 2)  # words in most items say nothing about any one of them
