@@ -123,6 +123,15 @@ def test_embedded_reasoner_fills_the_schema_from_the_item_text(encoder: TextEnco
         assert other.needs.substitutes and item.title in other.summary.summary
 
 
+def test_embedded_reasoner_ignores_catalog_categories_too_long_to_be_labels(encoder: TextEncoder) -> None:
+    pasted = "Precision shaped grain abrasive that cuts fast with less pressure and lasts longer"  # seen in Scientific
+    items = [ITEM.model_copy(update={"item_id": f"x{i}", "categories": ["Abrasives", pasted]}) for i in range(3)]
+    reasoner = EmbeddedReasoner(encoder)
+    reasoner.observe(items)
+    assert reasoner.vocabulary.kinds == ("Abrasives",)
+    assert all(isinstance(outcome, tuple) for outcome in asyncio.run(reasoner.reason(items)))
+
+
 def test_knowledge_vectors_are_one_per_step_and_a_normalised_fusion(encoder: TextEncoder) -> None:
     chain, _ = asyncio.run(ChainOfAgents(ScriptedBackend({}), PromptSet()).reason(ITEM))
     steps, fused = knowledge_vectors(encoder, ["trail shell jacket"], [chain])
