@@ -155,7 +155,7 @@ class InterestDiffusion(torch.nn.Module):
     def infer(self, histories: Sequence[Sequence[int]], steps: int | None = None) -> Inferred:
         """``horizon`` beyond-log items per user by low-confidence remasking over ``steps`` passes.
 
-        Pass ``s`` commits slots until ``round(N * s / steps)`` are committed, most confident first; each
+        Pass ``s`` commits slots until ``ceil(N * s / steps)`` are committed, most confident first; each
         commit removes its item from every other slot of that user. ``histories`` may hold items unknown to the
         model (they are skipped); every history item is excluded from the answer.
         """
