@@ -13,8 +13,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from pydantic import BaseModel
 from rocksdict import Options, Rdict, WriteBatch
 
 from infra.offsets import Partition, exact_end_offsets, list_partitions
@@ -25,6 +27,7 @@ from reaseq.topics import DEAD_LETTERS, INTERESTS, ITEM_FEATURES, KNOWLEDGE, USE
 from reaseq.wire import ContractError, decode
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=BaseModel)
 
 ITEM = b"i/"
 USER = b"u/"
@@ -73,20 +76,20 @@ class FeatureReplica:
     # -- reads ----------------------------------------------------------------------------------
 
     def user(self, user_id: str) -> UserFeatureUpdate | None:
-        raw = self.db.get(USER + user_id.encode())
-        return None if raw is None else UserFeatureUpdate.model_validate_json(raw)
+        return self._read(USER, user_id, UserFeatureUpdate)
 
     def knowledge(self, item_id: str) -> KnowledgeResult | None:
-        raw = self.db.get(KNOWLEDGE_KEY + item_id.encode())
-        return None if raw is None else KnowledgeResult.model_validate_json(raw)
+        return self._read(KNOWLEDGE_KEY, item_id, KnowledgeResult)
 
     def interests(self, user_id: str) -> InterestResult | None:
-        raw = self.db.get(INTEREST_KEY + user_id.encode())
-        return None if raw is None else InterestResult.model_validate_json(raw)
+        return self._read(INTEREST_KEY, user_id, InterestResult)
 
     def reasoning(self, user_id: str) -> UserReasoning | None:
-        raw = self.db.get(REASONING_KEY + user_id.encode())
-        return None if raw is None else UserReasoning.model_validate_json(raw)
+        return self._read(REASONING_KEY, user_id, UserReasoning)
+
+    def _read(self, prefix: bytes, key: str, model: type[R]) -> R | None:
+        raw = self.db.get(prefix + key.encode())
+        return None if raw is None else model.model_validate_json(raw)
 
     def items(self) -> Iterator[ItemFeatureUpdate]:
         for _, raw in self.scan(ITEM):
