@@ -84,6 +84,7 @@ def test_malformed_output_is_retried_then_dead_lettered(settings: Settings, work
             assert letter.agent == "enrichment" and letter.reason is DeadLetterReason.INVALID_OUTPUT
             assert letter.detail.startswith("attributes: not valid JSON")
         log = (settings.state_dir / "run" / "enrich.log").read_text()
-        assert log.count("enrichment request dead-lettered") == 2 and enrichment.poll() is None  # still running
+        logged = [line for line in log.splitlines() if '"request dead-lettered"' in line and '"agent":"enrichment"' in line]
+        assert len(logged) == 2 and enrichment.poll() is None  # still running
     finally:
         stop_process(enrichment.pid, timeout_s=20)
