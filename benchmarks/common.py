@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # the benchmark data beside the project
+
 
 def percentile(ordered: list[float], p: float) -> float:
     """Nearest-rank percentile of sorted values."""

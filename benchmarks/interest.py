@@ -23,18 +23,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import machine
+from benchmarks.common import DATA, machine
+from benchmarks.sizes import RANKER_SIZES
 from models.artifact import ModelArtifact
 from models.datasets import SequenceData, load_dataset
 from models.diffusion import InterestDiffusion
 from models.interest_training import INTERESTS_DIR, InterestTrainConfig, future_split, infer_all
 from models.metrics import novelty, semantic_consistency, set_metrics
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.tiger import TigerConfig
 from models.train import TrainConfig, train
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-COMPACT = TigerConfig(d_model=64, d_kv=32, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2)
 console = Console()
 
 
@@ -42,7 +40,7 @@ def popularity_lists(data: SequenceData, histories: list[list[int]], n: int) -> 
     """The most frequent training items, minus each user's history."""
     counts = Counter(item for history in histories for item in history)
     ranked = [item for item, _ in counts.most_common(n + max(map(len, histories)))]
-    return [[item for item in ranked if item not in set(history)][:n] for history in histories]
+    return [[item for item in ranked if item not in seen][:n] for seen in map(set, histories)]
 
 
 def ranker_lists(artifact: ModelArtifact, users: list[str], histories: list[list[int]], n: int, batch: int = 256) -> list[list[int]]:
@@ -88,7 +86,7 @@ def main() -> None:
         TrainConfig(
             dataset=args.dataset,
             ids="published",
-            ranker=COMPACT,
+            ranker=RANKER_SIZES["compact"],
             epochs=args.ranker_epochs,
             eval_every=2,
             max_eval_users=1000,

@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import DATA
+from benchmarks.sizes import RANKER_SIZES
 from models.datasets import leave_one_out, load_dataset
 from models.interest_training import InterestTrainConfig
 from models.sasrec import SASRecConfig, train_sasrec
-from models.tiger import TigerConfig
 from models.train import NEEDS_TEXT, VARIANTS, TrainConfig, train, with_variant
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PUBLISHED = {
     "amazon-beauty": {
         "tiger (published, Rajput et al. 2023)": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384},
@@ -63,10 +63,6 @@ def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
 
 
 MODELS = [*VARIANTS, "sasrec"]
-SIZES = {
-    "paper": TigerConfig(),
-    "compact": TigerConfig(d_model=64, d_kv=32, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2),
-}
 
 
 def main() -> None:
@@ -74,7 +70,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding the dataset folders")
     parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
-    parser.add_argument("--size", choices=list(SIZES), default="paper", help="ranker size; compact for CPU runs")
+    parser.add_argument("--size", choices=list(RANKER_SIZES), default="paper", help="ranker size; compact for CPU runs")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model")
     parser.add_argument("--sasrec-epochs", type=int, default=200)
@@ -88,7 +84,7 @@ def main() -> None:
             dataset=args.data / name,
             ids=RUNS[name],
             epochs=args.epochs,
-            ranker=SIZES[args.size],
+            ranker=RANKER_SIZES[args.size],
             interests=InterestTrainConfig(max_minutes=args.interest_minutes),
             interest_model=False,  # rows need only the cross-fitted ones
         )

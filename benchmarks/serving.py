@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.common import machine, percentile
+from benchmarks.sizes import RANKER_SIZES
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
 from infra.stack import spawn_worker, stop_process
@@ -59,10 +60,6 @@ TARGET_P99_MS_C8 = 20.0
 TARGET_TRITON_OVER_INPROCESS = 0.75
 TARGET_FRESHNESS_P95_S = 2.0
 CONCURRENCY = (1, 8, 32)
-SIZES = {
-    "paper": TigerConfig(),  # TIGER's 4+4 layers, width 128, MLP 1024: what `reaseq train` builds by default
-    "compact": TigerConfig(d_model=64, d_kv=32, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2),
-}
 
 console = Console()
 Call = Callable[[RankRequest], RankResponse]
@@ -178,7 +175,7 @@ def train_size(settings: Settings, bootstrap: str, config: TigerConfig, out: Pat
 def measure_size(name: str, settings: Settings, bootstrap: str, world: SyntheticWorld, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     console.rule(f"model size: {name}")
     started = time.monotonic()
-    model_dir = train_size(settings, bootstrap, SIZES[name], root / "store")
+    model_dir = train_size(settings, bootstrap, RANKER_SIZES[name], root / "store")
     console.print(f"trained one epoch in {time.monotonic() - started:.0f} s: {model_dir}")
     sets = request_sets(world, args.seed)
 
@@ -201,7 +198,7 @@ def measure_size(name: str, settings: Settings, bootstrap: str, world: Synthetic
         client = RankClient(server.endpoints.grpc_url, timeout_s=30)
         delays = sorted(freshness(settings, bootstrap, client, sets["top10"][0].user_id, args.fresh_items))
     console.print(f"  freshness p50 {percentile(delays, 50):.3f} s, p95 {percentile(delays, 95):.3f} s")
-    config = SIZES[name]
+    config = RANKER_SIZES[name]
     return {
         "model": config.model_dump(),
         "parameters": sum(p.numel() for p in TigerRanker.load(model_dir / "ranker").parameters()),
@@ -260,9 +257,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    unknown = set(args.sizes.split(",")) - set(SIZES)
+    unknown = set(args.sizes.split(",")) - set(RANKER_SIZES)
     if unknown:
-        parser.error(f"unknown sizes {sorted(unknown)}; choose from {sorted(SIZES)}")
+        parser.error(f"unknown sizes {sorted(unknown)}; choose from {sorted(RANKER_SIZES)}")
     return args
 
 

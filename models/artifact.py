@@ -33,7 +33,7 @@ class ModelArtifact:
 
     @property
     def version(self) -> str:
-        return f"{self.directory.parent.name}/{self.directory.name}"
+        return version_of(self.directory)
 
     @classmethod
     def load(cls, directory: Path, device: torch.device | str = "cpu") -> ModelArtifact:
@@ -51,6 +51,11 @@ class ModelArtifact:
             encoder=config.get("encoder", DEFAULT_MODEL),
             patterns_version=PatternLibrary.load(patterns).version if (patterns / PATTERNS_FILE).is_file() else None,
         )
+
+
+def version_of(directory: Path) -> str:
+    """A version's name as the system reports it: ``<dataset>/<version>``."""
+    return f"{directory.parent.name}/{directory.name}"
 
 
 def is_version(directory: Path) -> bool:

@@ -9,21 +9,19 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from reaseq.contracts import CatalogItem, Contract, Interaction, KnowledgeChain, KnowledgeResult
+from reaseq.contracts import CatalogItem, Interaction, KnowledgeChain, KnowledgeResult
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, KNOWLEDGE, topic_name
-from reaseq.wire import ContractError, decode
+from reaseq.wire import decode_valid
 
-C = TypeVar("C", bound=Contract)
 MAX_TEXT_CHARS = 512
 DATASET_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)  # dataset items carry no publication time
 _TAG = re.compile(r"<[^>]*>")
@@ -202,15 +200,6 @@ def read_topics(bootstrap: str, topics: Sequence[str], timeout_s: float) -> dict
         consumer.close()
 
 
-def _valid(contract: type[C], values: Sequence[bytes | None], settings: Settings) -> Iterator[C]:
-    """The values that decode as ``contract``; the stream has dead-lettered the others."""
-    for value in values:
-        try:
-            yield decode(contract, value, settings.max_message_bytes)
-        except ContractError:
-            continue
-
-
 def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0) -> SequenceData:
     """Sequences from the ``items`` and ``events`` topics, read from the beginning.
 
@@ -223,15 +212,15 @@ def load_from_topics(settings: Settings, bootstrap: str, timeout_s: float = 30.0
     """
     items_topic, events_topic, knowledge_topic = (topic_name(settings, spec) for spec in (ITEMS, EVENTS, KNOWLEDGE))
     raw = read_topics(bootstrap, [items_topic, events_topic, knowledge_topic], timeout_s)
-    chains = {result.item_id: result for result in _valid(KnowledgeResult, raw[knowledge_topic], settings)}
+    chains = {result.item_id: result for result in decode_valid(KnowledgeResult, raw[knowledge_topic], settings.max_message_bytes)}
     latest: dict[str, CatalogItem] = {}
-    for item in _valid(CatalogItem, raw[items_topic], settings):
+    for item in decode_valid(CatalogItem, raw[items_topic], settings.max_message_bytes):
         current = latest.get(item.item_id)
         if current is None or item.event_time >= current.event_time:
             latest[item.item_id] = item
     seen: set[str] = set()
     by_user: dict[str, list[tuple[datetime, str]]] = {}
-    for event in _valid(Interaction, raw[events_topic], settings):
+    for event in decode_valid(Interaction, raw[events_topic], settings.max_message_bytes):
         assert event.event_id is not None  # derived by the contract when the producer sent none
         if event.event_id in seen:
             continue

@@ -22,13 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from models.datasets import SequenceData, Split
-from models.interest_training import FutureSplit, InterestTrainConfig, future_split, train_interest_model
+from models.interest_training import FutureSplit, InterestTrainConfig, future_split, infer_all, train_interest_model
 from models.knowledge import knowledge_vectors
 from models.patterns import PatternLibrary, apply_pattern, mine_patterns
 from models.text_encoder import TextEncoder
 from models.tiger import SemanticIdTokenizer, SideInputs, UserContext
 from reaseq.contracts import KnowledgeChain
-from workers.user_reasoner import ItemLabels
+from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
 
 
 @dataclass
@@ -118,8 +118,6 @@ def _reasoning_steps(
     pattern_users: int | None,
     seed: int,
 ) -> tuple[list[list[np.ndarray | None]], PatternLibrary, ItemLabels]:
-    from workers.user_reasoner import EmbeddedUserReasoner
-
     titles = {index: item.title for index, item in (data.catalog or {}).items()}
     labels = ItemLabels.build(chains, titles, encoder)
     reasoner = EmbeddedUserReasoner(labels)
@@ -148,10 +146,7 @@ def _cross_fitted_interests(
         model, _ = train_interest_model(tokenizer, half, config)
         for part, out in zip((split.train, split.valid, split.test), inferred, strict=True):
             rows = [i for i, user in enumerate(part.users) if _fold(user) == fold]
-            for start in tqdm(range(0, len(rows), 256), desc=f"beyond-log items (fold {fold})", leave=False):
-                chunk = rows[start : start + 256]
-                items = model.infer([part.histories[i] for i in chunk]).items.tolist()
-                for row, found in zip(chunk, items, strict=True):
-                    out[row] = [item for item in found if item >= 0][:count]
+            for row, found in zip(rows, infer_all(model, [part.histories[i] for i in rows], batch_size=256), strict=True):
+                out[row] = [item for item in found if item >= 0][:count]
     return inferred
 

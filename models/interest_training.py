@@ -93,17 +93,19 @@ def train_interest_model(
     return model, {"history": history, "windows": len(histories), "train_seconds": round(time.monotonic() - started, 1)}
 
 
-def infer_all(model: InterestDiffusion, histories: Sequence[Sequence[int]], steps: int, batch_size: int = 64) -> list[list[int]]:
-    """The inferred items of every history, most confident first."""
+def infer_all(
+    model: InterestDiffusion, histories: Sequence[Sequence[int]], steps: int | None = None, batch_size: int = 64
+) -> list[list[int]]:
+    """The inferred items of every history, most confident first (-1 pads); ``steps`` defaults to the model's."""
     ranked: list[list[int]] = []
-    for start in range(0, len(histories), batch_size):
+    for start in tqdm(range(0, len(histories), batch_size), desc="inferring interests", unit="batch", leave=False):
         ranked.extend(model.infer(histories[start : start + batch_size], steps).items.tolist())
     return ranked
 
 
 def evaluate_interests(model: InterestDiffusion, split: FutureSplit, steps: int | None = None, batch_size: int = 64) -> dict[str, float]:
     """Hit rate, recall and NDCG at the horizon of the inferred items against each user's held-out future."""
-    ranked = infer_all(model, split.histories, steps or model.config.sampling_steps, batch_size)
+    ranked = infer_all(model, split.histories, steps, batch_size)
     return set_metrics(ranked, split.futures, model.config.horizon)
 
 

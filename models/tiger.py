@@ -175,11 +175,8 @@ class TigerBatch:
     steps: torch.Tensor | None = None  # [B, steps, vector_dim]
 
     def to(self, device: torch.device | str) -> TigerBatch:
-        return TigerBatch(*(None if value is None else value.to(device) for value in astuple_shallow(self)))
-
-
-def astuple_shallow(batch: TigerBatch) -> tuple[torch.Tensor | None, ...]:
-    return tuple(getattr(batch, f.name) for f in fields(batch))
+        values = (getattr(self, field.name) for field in fields(self))
+        return TigerBatch(*(None if value is None else value.to(device) for value in values))
 
 
 def collate(

@@ -50,7 +50,7 @@ VARIANTS: dict[str, tuple[Literal["catalog", "knowledge"], SideInputs]] = {
     "beyond_log": ("catalog", SideInputs(beyond_log=True)),
     "full": ("knowledge", FULL),
 }
-NEEDS_TEXT = {"knowledge", "cot_pooled", "cot_structured", "full"}
+NEEDS_TEXT = {name for name, (text, side) in VARIANTS.items() if text == "knowledge" or side.knowledge or side.reasoning != "none"}
 
 
 def with_variant(config: TrainConfig, variant: str) -> TrainConfig:

@@ -259,7 +259,7 @@ def models_list() -> None:
     import json
 
     from infra.triton import ModelRepository
-    from models.artifact import list_versions
+    from models.artifact import list_versions, version_of
 
     settings = get_settings()
     published = {path.resolve(): number for number, path in ModelRepository(settings).versions().items()}
@@ -271,7 +271,7 @@ def models_list() -> None:
         test = json.loads(metrics_file.read_text()).get("test", {}) if metrics_file.exists() else {}
         number = published.get(path.resolve())
         table.add_row(
-            f"{path.parent.name}/{path.name}",
+            version_of(path),
             "" if number is None else str(number),
             f"{test.get('recall@10', float('nan')):.4f}",
             f"{test.get('ndcg@10', float('nan')):.4f}",

@@ -6,6 +6,7 @@ category, so every rejection is explained the same way wherever it happens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import orjson
@@ -28,6 +29,16 @@ class ContractError(ValueError):
 def encode(message: BaseModel) -> bytes:
     """Serialise a contract to its wire bytes."""
     return orjson.dumps(message.model_dump(mode="json"))
+
+
+def decode_valid(model: type[M], values: Iterable[bytes | None], max_bytes: int) -> Iterator[M]:
+    """The values that decode as ``model``, skipping the others (readers of topics whose bad records are
+    dead-lettered where they are consumed)."""
+    for value in values:
+        try:
+            yield decode(model, value, max_bytes)
+        except ContractError:
+            continue
 
 
 def decode(model: type[M], raw: bytes | None, max_bytes: int) -> M:

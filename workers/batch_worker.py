@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from rocksdict import Options, Rdict
 
+from models.datasets import read_topics
 from reaseq.contracts import DeadLetterReason
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import DEAD_LETTERS, topic_name
+from reaseq.topics import DEAD_LETTERS, TopicSpec, topic_name
+from reaseq.wire import M, decode_valid
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +109,17 @@ class LocalIndex:
     def put(self, key: str, value: bytes) -> None:
         self.db[key.encode()] = value
 
-    def bootstrap(self, values: Callable[[], Iterable[bytes | None]], entry: Callable[[bytes], tuple[str, bytes] | None]) -> int:
-        """Fill from ``values()`` (read only when the index is new); ``entry`` maps one value to (key, stored) or None."""
+    def bootstrap(
+        self, settings: Settings, bootstrap: str, topic: TopicSpec, model: type[M], entry: Callable[[M], tuple[str, bytes]]
+    ) -> int:
+        """When the index is new, fill it from ``topic``: ``entry`` maps each valid record to (key, stored value)."""
         if self.db.get(_BOOTSTRAPPED) is not None:
             return 0
+        name = topic_name(settings, topic)
         count = 0
-        for value in values():
-            found = entry(value) if value else None
-            if found is not None:
-                self.put(*found)
-                count += 1
+        for record in decode_valid(model, read_topics(bootstrap, [name], timeout_s=60)[name], settings.max_message_bytes):
+            self.put(*entry(record))
+            count += 1
         self.db[_BOOTSTRAPPED] = b"1"
         return count
 

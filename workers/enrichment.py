@@ -74,8 +74,7 @@ class EnrichmentWorker:
         self.requests_topic = topic_name(settings, ENRICHMENT_REQUESTS)
 
     async def run(self, stop: asyncio.Event) -> None:
-        knowledge = topic_name(self.settings, KNOWLEDGE)
-        self.index.bootstrap(lambda: read_topics(self.bootstrap, [knowledge], timeout_s=60)[knowledge], self._index_entry)
+        self.index.bootstrap(self.settings, self.bootstrap, KNOWLEDGE, KnowledgeResult, lambda r: (r.item_id, r.content_hash.encode()))
         catalog = read_topics(self.bootstrap, [topic_name(self.settings, ITEM_FEATURES)], timeout_s=60)
         self.reasoner.observe(
             [decode(ItemFeatureUpdate, v, self.settings.max_message_bytes) for v in catalog[topic_name(self.settings, ITEM_FEATURES)] if v]
@@ -85,13 +84,6 @@ class EnrichmentWorker:
             await consume_batches(self.settings, self.bootstrap, self.requests_topic, group, self.settings.enrich_batch, self._process, stop)
         finally:
             self.index.close()
-
-    def _index_entry(self, value: bytes) -> tuple[str, bytes] | None:
-        try:
-            result = decode(KnowledgeResult, value, self.settings.max_message_bytes)
-        except ContractError:
-            return None
-        return result.item_id, result.content_hash.encode()
 
     async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
         latest: dict[str, tuple[ConsumerRecord, EnrichmentRequest]] = {}

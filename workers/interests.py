@@ -23,8 +23,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from models.artifact import ITEMS_FILE, list_versions
-from models.datasets import read_topics
+from models.artifact import ITEMS_FILE, list_versions, version_of
 from models.diffusion import InterestDiffusion
 from models.interest_training import INTERESTS_DIR
 from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
@@ -66,8 +65,7 @@ class InterestModel:
         if (directory / REASONING_DIR / PATTERNS_FILE).is_file():
             patterns = PatternLibrary.load(directory / REASONING_DIR)
             reasoner = EmbeddedUserReasoner(ItemLabels.load(directory / REASONING_DIR))
-        version = f"{directory.parent.name}/{directory.name}"
-        return cls(version, model, {item: i for i, item in enumerate(item_ids)}, item_ids, patterns, reasoner)
+        return cls(version_of(directory), model, {item: i for i, item in enumerate(item_ids)}, item_ids, patterns, reasoner)
 
     def histories(self, requests: list[InterestRequest]) -> list[list[int]]:
         """Each request's history as item indices; items the version does not know are left out."""
@@ -120,8 +118,7 @@ class InterestWorker:
         self._checked_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        interests = topic_name(self.settings, INTERESTS)
-        self.table.bootstrap(lambda: read_topics(self.bootstrap, [interests], timeout_s=60)[interests], self._table_entry)
+        self.table.bootstrap(self.settings, self.bootstrap, INTERESTS, InterestResult, lambda r: (r.user_id, encode(r)))
         try:
             while self._refresh_model() is None:
                 if stop.is_set():
@@ -134,12 +131,6 @@ class InterestWorker:
         finally:
             self.table.close()
 
-    def _table_entry(self, value: bytes) -> tuple[str, bytes] | None:
-        try:
-            return decode(InterestResult, value, self.settings.max_message_bytes).user_id, value
-        except ContractError:
-            return None
-
     def _refresh_model(self) -> InterestModel | None:
         """Load the newest interest model when the store has a newer one (checked at most every ``poll_s``)."""
         now = time.monotonic()
@@ -147,7 +138,7 @@ class InterestWorker:
             return self.model
         self._checked_at = now
         newest = newest_interest_version(self.settings.model_store)
-        if newest is not None and (self.model is None or self.model.version != f"{newest.parent.name}/{newest.name}"):
+        if newest is not None and (self.model is None or self.model.version != version_of(newest)):
             self.model = InterestModel.load(newest)
             log.info("interest model loaded", extra={"version": self.model.version})
         return self.model
