@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/reaseq demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium for the operator page's test (Debian's package; not on a fresh machine).
+browser: SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 bench-stream: setup
 	$(BIN)/python -m benchmarks.stream

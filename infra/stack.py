@@ -1,4 +1,5 @@
-"""The local stack: the embedded broker (unless KAFKA_BOOTSTRAP is set), stream workers and Triton.
+"""The local stack: the embedded broker (unless KAFKA_BOOTSTRAP is set), stream workers, the asynchronous workers,
+the operator web page and Triton.
 
 A run file under ``<state_dir>/run/`` records what is running, so that CLI commands started later
 (publish, status, replay, down) find the broker and the workers.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from infra.broker import EmbeddedBroker, wait_until_answers
+from infra.ports import free_port
 from infra.provision import provision
 from reaseq.settings import Settings
 
@@ -54,12 +56,19 @@ class TritonProcess:
 
 
 @dataclass
+class WebProcess:
+    pid: int
+    url: str
+
+
+@dataclass
 class RunState:
     bootstrap: str
     broker_pid: int | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
     async_workers: dict[str, int] = field(default_factory=dict)  # their CLI command -> pid
     triton: TritonProcess | None = None
+    web: WebProcess | None = None
 
 
 def run_dir(settings: Settings) -> Path:
@@ -96,6 +105,8 @@ def load_run_state(settings: Settings) -> RunState | None:
     state.workers = [WorkerProcess(**w) for w in body.get("workers", []) if pid_alive(w["pid"])]
     triton = body.get("triton")
     state.triton = TritonProcess(**triton) if triton and pid_alive(triton["pid"]) else None
+    web = body.get("web")
+    state.web = WebProcess(**web) if web and pid_alive(web["pid"]) else None
     return state
 
 
@@ -190,6 +201,8 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
         WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)
     ]
     state.async_workers = {command: spawn_async_worker(settings, bootstrap, command).pid for command in ASYNC_WORKERS}
+    port = settings.web_port or free_port()
+    state.web = WebProcess(spawn_cli(settings, bootstrap, ["web", "--port", str(port)], "web").pid, f"http://127.0.0.1:{port}/")
     save_run_state(settings, state)
     if serve:
         start_serving(settings, state)
@@ -215,11 +228,43 @@ def start_serving(settings: Settings, state: RunState, model_dir: Path | None = 
     return state.triton
 
 
+def serve_version(settings: Settings, state: RunState, model_dir: Path) -> TritonProcess:
+    """Serve ``model_dir``: start Triton with it, or have the running Triton load it beside the current version
+    and switch without failing requests."""
+    from infra.triton import promote
+
+    if state.triton is None:
+        triton = start_serving(settings, state, model_dir)
+        assert triton is not None  # a version was given
+        return triton
+    promote(settings, state.triton.endpoints(), model_dir)
+    return state.triton
+
+
+def wait_until_caught_up(settings: Settings, bootstrap: str, groups: list[str], timeout_s: float) -> float:
+    """Block until every one of ``groups`` (of the serving generation's pipeline) has no lag; returns the seconds."""
+    from infra.control import active_generation
+    from reaseq.status import pipeline_lag
+
+    started = time.monotonic()
+    generation = active_generation(settings, bootstrap)
+    while True:
+        lag = pipeline_lag(settings, bootstrap, generation)
+        behind = {group: sum(lag[group].values()) for group in groups if sum(lag[group].values())}
+        if not behind:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise StackError(f"not caught up after {timeout_s:.0f} s: {behind} (logs in {run_dir(settings)})")
+        time.sleep(1.0)
+
+
 def stop_stack(settings: Settings) -> RunState | None:
-    """Stop Triton, the workers, then the broker, of the running local stack."""
+    """Stop the web page, Triton, the workers, then the broker, of the running local stack."""
     state = load_run_state(settings)
     if state is None:
         return None
+    if state.web:
+        stop_process(state.web.pid)
     if state.triton:
         stop_process(state.triton.pid)
     for pid in state.async_workers.values():

@@ -87,6 +87,27 @@ class TrainConfig(BaseModel):
     seed: int = 42
 
 
+def small_config(dataset: Path) -> TrainConfig:
+    """The full distilled model at a size that trains in a few minutes on a CPU: the demo's, and
+    ``reaseq up --train``'s. Quality needs the defaults (the paper's sizes) and a GPU."""
+    return TrainConfig.model_validate(
+        {
+            "dataset": dataset,
+            "rqvae": {"codebook_size": 32, "epochs": 60, "batch_size": 256},
+            "ranker": {
+                "d_model": 64, "d_kv": 32, "num_heads": 2, "d_ff": 128, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                "max_history": 10, "side": FULL.model_dump(),
+            },
+            "epochs": 4,
+            "eval_every": 2,
+            "patience": 1,
+            "batch_size": 256,
+            "beam_size": 10,
+            "interests": {"model": {"d_model": 64, "num_heads": 2, "d_ff": 128, "num_layers": 2, "horizon": 5}, "epochs": 8, "max_minutes": 1.0},
+        }
+    )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

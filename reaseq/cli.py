@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
+BROKER_ANSWER_S = 5.0  # one-shot commands give up on an unreachable broker after this long
 
 
 class SourceKind(str, Enum):
@@ -35,6 +37,28 @@ def _bootstrap() -> str:
         raise typer.Exit(2) from None
 
 
+def _answering_bootstrap() -> str:
+    """The broker, for one-shot commands: exit with a clear message if it does not answer within BROKER_ANSWER_S."""
+    from infra.broker import BrokerError, wait_until_answers
+
+    bootstrap = _bootstrap()
+    try:
+        wait_until_answers(bootstrap, BROKER_ANSWER_S)
+    except BrokerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    return bootstrap
+
+
+def _awaited_bootstrap(topics: Sequence[str] = ()) -> str:
+    """The broker, for long-running workers: wait, logging why, until it answers and ``topics`` exist."""
+    from infra.broker import await_kafka
+
+    bootstrap = _bootstrap()
+    await_kafka(bootstrap, topics)
+    return bootstrap
+
+
 @app.command()
 def worker(
     generation: Annotated[int | None, typer.Option(help="State generation; default: the serving one.")] = None,
@@ -42,32 +66,37 @@ def worker(
 ) -> None:
     """Run one stream worker (Faust) in the foreground."""
     from infra.control import active_generation
+    from reaseq.logs import configure
     from streams.worker import run_worker
 
-    settings, bootstrap = get_settings(), _bootstrap()
+    settings = get_settings()
+    configure(settings.log_level)
+    bootstrap = _awaited_bootstrap()  # the worker provisions its topics itself
     run_worker(settings, bootstrap, generation or active_generation(settings, bootstrap), name)
 
 
 @app.command()
 def enrich() -> None:
     """Run one enrichment worker in the foreground (item knowledge from the configured reasoner)."""
+    from infra.provision import shared_topics
     from reaseq.logs import configure
     from workers.enrichment import run_enrichment
 
     settings = get_settings()
     configure(settings.log_level)
-    run_enrichment(settings, _bootstrap())
+    run_enrichment(settings, _awaited_bootstrap(shared_topics(settings)))
 
 
 @app.command()
 def interests() -> None:
     """Run one interest worker in the foreground (beyond-log interests from the newest interest model)."""
+    from infra.provision import shared_topics
     from reaseq.logs import configure
     from workers.interests import run_interests
 
     settings = get_settings()
     configure(settings.log_level)
-    run_interests(settings, _bootstrap())
+    run_interests(settings, _awaited_bootstrap(shared_topics(settings)))
 
 
 @app.command()
@@ -76,7 +105,7 @@ def provision() -> None:
     from infra.control import active_generation
     from infra.provision import provision as create
 
-    settings, bootstrap = get_settings(), _bootstrap()
+    settings, bootstrap = get_settings(), _answering_bootstrap()
     created = create(settings, bootstrap, active_generation(settings, bootstrap))
     console.print(f"{len(created)} topics created" + (f": {', '.join(created)}" if created else ""))
 
@@ -85,23 +114,60 @@ def provision() -> None:
 def up(
     workers: Annotated[int, typer.Option(min=1)] = 1,
     serve: Annotated[bool, typer.Option(help="Start Triton with the newest trained ranker, if there is one.")] = True,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            help="Publish your data once the stack is up: a folder with items.jsonl and/or events.jsonl (the wire "
+            "contracts, one a line), or an LC-Rec / S3-Rec dataset.",
+        ),
+    ] = None,
+    train: Annotated[
+        bool, typer.Option(help="Once the published data is in state, train a model from the topics and serve it.")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="With --train: JSON of TrainConfig fields; default: the small full model."),
+    ] = None,
 ) -> None:
     """Start the local stack in the background: embedded broker (unless KAFKA_BOOTSTRAP), stream workers,
-    enrichment and interest workers, Triton."""
-    from infra.stack import StackError, start_stack
+    enrichment and interest workers, the operator page, Triton; optionally feed it your data and train on it."""
+    from infra.stack import StackError, serve_version, start_stack, wait_until_caught_up
     from infra.triton import TritonError
 
+    settings = get_settings()
     try:
-        state = start_stack(get_settings(), workers, generation=1, serve=serve)
+        state = start_stack(settings, workers, generation=1, serve=serve)
+        console.print(f"stack up: broker {state.bootstrap}, workers {[w.pid for w in state.workers]}")
+        if state.web:
+            console.print(f"operator page: {state.web.url}")
+        if dataset:
+            from infra.feed import publish_dataset
+
+            for kind, summary in publish_dataset(settings, state.bootstrap, dataset).items():
+                console.print(f"{kind}: accepted {summary.accepted:,}, rejected {summary.rejected:,} {summary.reasons or ''}")
+        if train:
+            import json
+
+            from models.datasets import load_from_topics
+            from models.train import TrainConfig, small_config
+            from models.train import train as run_training
+
+            with console.status("waiting for the stream and enrichment workers to catch up"):
+                wait_until_caught_up(settings, state.bootstrap, [settings.app_name(1), settings.worker_group("enrichment")], 3600)
+            fields = json.loads(config.read_text()) if config else None
+            training = TrainConfig.model_validate({**fields, "dataset": Path("topics")}) if fields else small_config(Path("topics"))
+            version = run_training(training, settings.model_store, settings.state_dir, load_from_topics(settings, state.bootstrap))
+            console.print(f"trained {version}")
+            serve_version(settings, state, version)
     except (StackError, TritonError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"stack up: broker {state.bootstrap}, workers {[w.pid for w in state.workers]}")
     if state.triton:
         t = state.triton
         console.print(f"triton: grpc {t.host}:{t.grpc_port}, http {t.host}:{t.http_port}, metrics http://{t.host}:{t.metrics_port}/metrics")
     elif serve:
-        console.print("[yellow]no trained ranker yet: `reaseq train ...`, then `reaseq down` and `reaseq up` to serve it[/yellow]")
+        console.print("[yellow]no trained ranker yet: `reaseq up --train`, or `reaseq train ...` then `reaseq models promote`[/yellow]")
 
 
 @app.command()
@@ -122,7 +188,7 @@ def publish(
     """Publish catalog items or interactions from a JSON-lines file."""
     from reaseq.publish import publish_file
 
-    summary = publish_file(get_settings(), _bootstrap(), kind.value, file, validate)
+    summary = publish_file(get_settings(), _answering_bootstrap(), kind.value, file, validate)
     console.print(f"accepted {summary.accepted}, rejected {summary.rejected}")
     for reason, count in sorted(summary.reasons.items()):
         console.print(f"  {reason}: {count}")
@@ -131,10 +197,10 @@ def publish(
 @app.command()
 def status() -> None:
     """Topics, end offsets, consumer lag and store sizes."""
+    bootstrap = _answering_bootstrap()  # before the slow imports: an unreachable broker is reported at once
     from reaseq.status import collect, render
 
-    settings = get_settings()
-    console.print(render(collect(settings, _bootstrap())))
+    console.print(render(collect(get_settings(), bootstrap)))
 
 
 @app.command()
@@ -147,7 +213,7 @@ def replay(
     """Rebuild every state store from the source topics into a new generation, then switch to it."""
     from infra.replay import run_replay
 
-    generation = run_replay(get_settings(), _bootstrap(), from_time, workers, console)
+    generation = run_replay(get_settings(), _answering_bootstrap(), from_time, workers, console)
     console.print(f"generation {generation} caught up and now serves")
 
 
@@ -285,8 +351,8 @@ def models_promote(
 ) -> None:
     """Serve a model version: a running Triton loads it beside the current one and switches without failing
     requests; in a local stack without Triton yet, Triton is started with it."""
-    from infra.stack import load_run_state, start_serving
-    from infra.triton import TritonError, promote
+    from infra.stack import load_run_state, serve_version
+    from infra.triton import TritonError
     from models.artifact import list_versions
 
     settings = get_settings()
@@ -296,15 +362,11 @@ def models_promote(
         console.print("[red]no trained model version: `reaseq train` first[/red]")
         raise typer.Exit(2)
     state = load_run_state(settings)
+    if state is None:
+        console.print("[red]no local stack: `reaseq up` first[/red]")
+        raise typer.Exit(2)
     try:
-        if state is not None and state.triton is None:
-            triton = start_serving(settings, state, target)
-            assert triton is not None
-            console.print(f"Triton started: grpc {triton.host}:{triton.grpc_port}, http {triton.host}:{triton.http_port}")
-            endpoints = triton.endpoints()
-        else:
-            endpoints = _triton_endpoints()
-            promote(settings, endpoints, target)
+        serve_version(settings, state, target)
     except TritonError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -327,13 +389,35 @@ def models_rollback() -> None:
 @app.command()
 def demo(
     items: Annotated[int, typer.Option(min=1)] = 400,
-    users: Annotated[int, typer.Option(min=1)] = 200,
-    events: Annotated[int, typer.Option(min=1)] = 5000,
+    users: Annotated[int, typer.Option(min=1)] = 300,
+    events: Annotated[int, typer.Option(min=1)] = 8000,
+    rate: Annotated[float, typer.Option(min=1, help="Interactions per second in the live part.")] = 150.0,
 ) -> None:
-    """Run the backbone on a generated catalog and interaction stream and show the resulting state."""
+    """Run the whole system on a generated catalog and interaction stream: stream, enrich, train, serve, stream live;
+    then summarise throughput, freshness and a few users' recommendations with the reasoning behind them."""
     from infra.demo import run_demo
 
-    run_demo(get_settings(), items, users, events, console)
+    run_demo(get_settings(), items, users, events, rate, console)
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 serves other machines.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Default: REASEQ_WEB_PORT; unset there: a free one.")
+    ] = None,
+) -> None:
+    """Serve the operator web page: pipeline health and throughput, recent enriched items, a user lookup."""
+    from dashboard.server import run_dashboard
+    from infra.ports import free_port
+    from reaseq.logs import configure
+
+    settings = get_settings()
+    configure(settings.log_level)
+    bootstrap = _bootstrap()
+    port = port or settings.web_port or free_port()
+    console.print(f"operator page: http://{host}:{port}/")
+    run_dashboard(settings, bootstrap, host, port)
 
 
 if __name__ == "__main__":

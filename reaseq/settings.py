@@ -46,6 +46,17 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Workers wait this long to fill a produce batch: fewer, larger requests."
     )
     worker_web_port: int | None = Field(default=None, description="Faust web/metrics port; unset disables it.")
+    web_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the operator web page (reaseq web); unset picks a free one."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address every worker process's Prometheus exporter binds.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port of each worker process: unset picks a free one per process (recorded in "
+        "<state_dir>/run/metrics/<process>.port); a fixed one suits one process per host (a container); 0 disables it.",
+    )
     model_store: Path = Field(default=Path("model_store"), description="Versioned model directories (reaseq train).")
     triton_host: str = Field(default="127.0.0.1", description="Address Triton binds and clients dial.")
     triton_http_port: int | None = Field(default=None, description="Triton HTTP port; unset picks a free one.")
@@ -74,6 +85,10 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Full name of one of the project's topics."""
         return f"{self.topic_prefix}{name}"
+
+    def worker_group(self, worker: str) -> str:
+        """Consumer group of an asynchronous worker (``enrichment``, ``interests``), shared by its replicas."""
+        return f"{self.app_id}-{worker}"
 
     def app_name(self, generation: int) -> str:
         """Faust app id of one state generation; a replay builds the next generation beside the live one."""

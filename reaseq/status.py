@@ -1,18 +1,34 @@
-"""What `reaseq status` reports: topics and their end offsets, consumer lag, local store sizes, Triton."""
+"""What `reaseq status` reports: topics and their end offsets, consumer lag per group, local store sizes,
+model versions, Triton and the LLM backend."""
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Group
 from rich.table import Table
+from tritonclient.utils import InferenceServerException
 
 from infra.control import active_generation
 from infra.offsets import exact_end_offsets, group_lag, list_partitions
 from infra.provision import generation_topics
+from models.artifact import list_versions, version_of
+from reaseq.metrics import exporters
 from reaseq.settings import Settings
-from reaseq.topics import BY_ITEM, BY_USER, CATALOG, EVENTS, ITEMS, topic_config, topic_name
+from reaseq.topics import (
+    BY_ITEM,
+    BY_USER,
+    CATALOG,
+    ENRICHMENT_REQUESTS,
+    EVENTS,
+    INTEREST_REQUESTS,
+    ITEMS,
+    topic_config,
+    topic_name,
+)
 from streams.app import worker_datadir
 
 
@@ -29,9 +45,12 @@ class Status:
     bootstrap: str
     generation: int
     topics: list[TopicStatus]
-    lag: dict[str, int]  # per input topic of the serving generation's consumer group
+    lag: dict[str, dict[str, int]]  # consumer group -> input topic -> records not yet processed
     stores: dict[str, int]  # local RocksDB folder -> bytes
-    serving: str  # Triton's health and the ranker version it serves, in words
+    models: list[str]  # trained model versions, oldest first
+    exporters: dict[str, str]  # worker process -> its Prometheus /metrics URL
+    serving: Health  # Triton, and the ranker version it serves
+    llm: Health  # the reasoning backend, and whether it answers
 
 
 def _folder_bytes(path: Path) -> int:
@@ -49,30 +68,64 @@ def collect(settings: Settings, bootstrap: str) -> Status:
         entry[0] += 1
         entry[1] += end - low
     topics = [TopicStatus(n, counts[n][0], counts[n][1], policies.get(n, "compact")) for n in names if n in counts]
-    inputs = [topic_name(settings, spec, generation) for spec in (ITEMS, EVENTS, BY_ITEM, BY_USER)]
-    lag = group_lag(bootstrap, settings.app_name(generation), inputs)
     stores_root = worker_datadir(settings, generation, "x").parent
     stores = {str(p): _folder_bytes(p) for p in sorted(stores_root.glob("*")) if p.is_dir()} if stores_root.exists() else {}
-    return Status(bootstrap, generation, topics, lag, stores, _serving(settings))
+    models = [version_of(path) for path in list_versions(settings.model_store)]
+    lag = pipeline_lag(settings, bootstrap, generation)
+    return Status(bootstrap, generation, topics, lag, stores, models, exporters(settings), triton_health(settings), llm_health(settings))
 
 
-def _serving(settings: Settings) -> str:
+def pipeline_lag(settings: Settings, bootstrap: str, generation: int) -> dict[str, dict[str, int]]:
+    """Records each consumer group has not processed yet: the stream workers of ``generation``, and the
+    enrichment and interest workers."""
+    stream_inputs = [topic_name(settings, spec, generation) for spec in (ITEMS, EVENTS, BY_ITEM, BY_USER)]
+    return {
+        settings.app_name(generation): group_lag(bootstrap, settings.app_name(generation), stream_inputs),
+        settings.worker_group("enrichment"): group_lag(bootstrap, settings.worker_group("enrichment"), [topic_name(settings, ENRICHMENT_REQUESTS)]),
+        settings.worker_group("interests"): group_lag(bootstrap, settings.worker_group("interests"), [topic_name(settings, INTEREST_REQUESTS)]),
+    }
+
+
+HealthState = Literal["ok", "busy", "warn", "down", "off"]  # fine, working through a backlog, needs a look, failing, not here
+
+
+@dataclass(frozen=True)
+class Health:
+    state: HealthState
+    detail: str
+
+
+def llm_health(settings: Settings, timeout_s: float = 3.0) -> Health:
+    """Which reasoning backend the enrichment workers use and, for a server, whether it lists its models."""
+    if settings.llm_backend == "embedded":
+        return Health("ok", "embedded reasoner (no LLM server)")
+    if not settings.llm_url:
+        return Health("down", "vllm, but REASEQ_LLM_URL is not set")
+    try:
+        with urllib.request.urlopen(f"{settings.llm_url.rstrip('/')}/models", timeout=timeout_s) as response:
+            return Health("ok", f"vllm at {settings.llm_url}: answering (HTTP {response.status})")
+    except OSError as error:  # down, refusing or timing out is exactly what the operator asked about
+        return Health("down", f"vllm at {settings.llm_url}: not answering: {error}")
+
+
+def triton_health(settings: Settings) -> Health:
+    """Whether the local stack's Triton answers, and which ranker version it serves."""
     from infra.stack import load_run_state
     from infra.triton import ModelRepository, served_version
 
     state = load_run_state(settings)
     if state is None or state.triton is None:
-        return "Triton: not running in the local stack"
+        return Health("off", "not running in the local stack: no recommendations")
     t = state.triton
     endpoints = t.endpoints()
     try:
         version = served_version(endpoints)
-    except Exception as error:  # the status of a broken server is what the operator asked for
-        return f"Triton (pid {t.pid}, grpc {endpoints.grpc_url}): not answering: {error}"
+    except (InferenceServerException, OSError) as error:  # a broken server's error is the health to show
+        return Health("down", f"pid {t.pid}, grpc {endpoints.grpc_url}: not answering: {error}")
     if version is None:
-        return f"Triton (pid {t.pid}, grpc {endpoints.grpc_url}): up, no ranker version ready"
+        return Health("busy", f"pid {t.pid}, grpc {endpoints.grpc_url}: up, no ranker version ready")
     model_dir = ModelRepository(settings).versions().get(version)
-    return f"Triton (pid {t.pid}, grpc {endpoints.grpc_url}, metrics {endpoints.metrics_url}): ranker version {version} ready, {model_dir}"
+    return Health("ok", f"pid {t.pid}, grpc {endpoints.grpc_url}, metrics {endpoints.metrics_url}: ranker version {version} ready, {model_dir}")
 
 
 def render(status: Status) -> Group:
@@ -81,11 +134,12 @@ def render(status: Status) -> Group:
         topics.add_column(column, justify="right" if column in ("partitions", "records") else "left")
     for t in status.topics:
         topics.add_row(t.name, str(t.partitions), f"{t.records:,}", t.policy)
-    lag = Table(title="consumer lag of the serving generation")
-    lag.add_column("input topic")
-    lag.add_column("lag", justify="right")
-    for name, value in status.lag.items():
-        lag.add_row(name, f"{value:,}")
+    lag = Table(title="consumer lag per group")
+    for column in ("group", "input topic", "lag"):
+        lag.add_column(column, justify="right" if column == "lag" else "left")
+    for group, topics_lag in status.lag.items():
+        for name, value in topics_lag.items():
+            lag.add_row(group, name, f"{value:,}")
     stores = Table(title="local RocksDB stores")
     stores.add_column("folder")
     stores.add_column("size", justify="right")
@@ -93,4 +147,10 @@ def render(status: Status) -> Group:
         stores.add_row(path, f"{size / 1024:,.0f} KiB")
     if not status.stores:
         stores.add_row("(none on this machine)", "")
-    return Group(topics, lag, stores, status.serving)
+    models = f"model versions: {len(status.models)}" + (f", newest {status.models[-1]}" if status.models else " (none trained)")
+    metrics = Table(title="worker metrics (Prometheus)")
+    metrics.add_column("process")
+    metrics.add_column("url")
+    for process, url in status.exporters.items():
+        metrics.add_row(process, url)
+    return Group(topics, lag, stores, metrics, models, f"Triton: {status.serving.detail}", f"LLM backend: {status.llm.detail}")

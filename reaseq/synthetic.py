@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind
 
@@ -53,7 +53,7 @@ class SyntheticWorld:
 def generate(n_items: int, n_users: int, n_events: int, seed: int = 7, start: datetime | None = None) -> SyntheticWorld:
     """A deterministic catalog, users with 1-3 interest departments, and their interactions."""
     rng = random.Random(seed)
-    start = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
     departments = list(DEPARTMENTS)
     items: list[CatalogItem] = []
     by_department: dict[str, list[str]] = {d: [] for d in departments}
@@ -86,8 +86,8 @@ def generate(n_items: int, n_users: int, n_events: int, seed: int = 7, start: da
         user = rng.choice(users)
         department = rng.choice(interests[user]) if rng.random() < 0.9 else rng.choice(departments)
         pool = by_department[department]
-        # Popularity skew: low indices inside a department are the bestsellers.
-        item_id = pool[min(int(rng.paretovariate(1.2)) - 1, len(pool) - 1)] if pool else items[0].item_id
+        # Popularity skew: low indices inside a department are the bestsellers, but the tail is still shopped.
+        item_id = pool[int(len(pool) * rng.random() ** 2)] if pool else items[0].item_id
         clock += timedelta(milliseconds=rng.randint(50, 5000))
         interactions.append(
             Interaction(user_id=user, item_id=item_id, kind=rng.choices(kinds, weights)[0], event_time=clock)

@@ -17,10 +17,13 @@ from reaseq.contracts import (
     ItemFeatureUpdate,
     utcnow,
 )
+from reaseq.metrics import QUEUE_DEPTH
 from reaseq.wire import ContractError, decode, encode
 from streams.app import StreamApp
 from streams.deadletter import guarded
 from streams.state import ItemState, PendingInteractions
+
+PENDING_SAMPLE_S = 2.0  # a full scan of this worker's pending partitions: cheap while items arrive on time
 
 
 def register(sa: StreamApp) -> None:
@@ -90,3 +93,8 @@ def register(sa: StreamApp) -> None:
     async def catalog(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
             await guarded(sa, event, "catalog", handle)
+
+    @sa.app.timer(interval=PENDING_SAMPLE_S)
+    async def sample_pending() -> None:
+        waiting = sum(len(PendingInteractions.model_validate_json(raw).interactions) for raw in pending.values())
+        QUEUE_DEPTH.labels("pending").set(waiting)

@@ -1,7 +1,8 @@
 """Dead-lettering inside agents: a bad record never stops an agent.
 
 ``guarded`` turns every failure of one record into exactly one dead-letter record and moves on, so
-the count of inputs always equals what reached state plus what reached the dead-letter topic.
+the count of inputs always equals what reached state plus what reached the dead-letter topic. Every record
+is counted in ``reaseq_events_processed_total``, every dead letter in ``reaseq_dead_letters_total`` by reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from faust.types import EventT
 
 from reaseq.contracts import DeadLetterReason
 from reaseq.deadletters import DeadLetter
+from reaseq.metrics import DEAD_LETTERED, EVENTS_PROCESSED
 from reaseq.wire import ContractError
 from streams.app import StreamApp
 
@@ -28,6 +30,7 @@ async def dead_letter(sa: StreamApp, event: EventT, agent: str, reason: DeadLett
         extra={"agent": agent, "reason": reason.value, "topic": message.topic, "offset": message.offset},
     )
     await sa.topics.dead_letters.send(key=message.key, value=message.value, headers=record.headers())
+    DEAD_LETTERED.labels(agent, reason.value).inc()
 
 
 async def guarded(sa: StreamApp, event: EventT, agent: str, handle: Callable[[bytes | None], Awaitable[None]]) -> None:
@@ -39,3 +42,4 @@ async def guarded(sa: StreamApp, event: EventT, agent: str, handle: Callable[[by
     except Exception as exc:  # a bug or an unforeseen input must not stall the partition
         log.exception("record failed in agent", extra={"agent": agent})
         await dead_letter(sa, event, agent, DeadLetterReason.PROCESSING, f"{type(exc).__name__}: {exc}")
+    EVENTS_PROCESSED.labels(agent).inc()

@@ -11,6 +11,11 @@ class Debouncer:
         self._last_fired: dict[str, float] = {}
         self._due: dict[str, float] = {}
 
+    @property
+    def waiting(self) -> int:
+        """Keys whose trailing edge is still to come."""
+        return len(self._due)
+
     def offer(self, key: str, now: float) -> bool:
         """True if ``key`` fires now; otherwise it is scheduled for the end of its quiet time."""
         last = self._last_fired.get(key)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 from reaseq.contracts import ByUser, InterestRequest, UserFeatureUpdate, utcnow
+from reaseq.metrics import QUEUE_DEPTH
 from reaseq.wire import decode, encode
 from streams.app import StreamApp
-from streams.debounce import Debouncer
 from streams.deadletter import guarded
+from streams.debounce import Debouncer
 from streams.state import UserState
 
 
@@ -53,3 +54,4 @@ def register(sa: StreamApp) -> None:
             if stored:  # absent if the partition moved to another worker meanwhile
                 await request_interests(user_id, UserState.model_validate_json(stored))
         debouncer.forget_older_than(now)
+        QUEUE_DEPTH.labels("interest-debounce").set(debouncer.waiting)

@@ -7,6 +7,7 @@ import faust
 from infra.broker import is_tansu
 from infra.provision import provision
 from reaseq.logs import configure
+from reaseq.metrics import serve_metrics
 from reaseq.settings import Settings
 from streams.app import build_app
 
@@ -16,6 +17,7 @@ def run_worker(settings: Settings, bootstrap: str, generation: int, name: str) -
     configure(settings.log_level)
     provision(settings, bootstrap, generation)
     stream_app = build_app(settings, bootstrap, generation, name, is_tansu(bootstrap))
+    serve_metrics(settings, f"{name}.g{generation}")
     worker = faust.Worker(
         stream_app.app,
         loglevel=settings.log_level.lower().replace("warning", "warn"),

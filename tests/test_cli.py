@@ -90,29 +90,29 @@ def test_up_train_promote_rank_down(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
     env = isolated_env(tmp_path, tag)
     world = generate(n_items=60, n_users=20, n_events=400, seed=5)
-    items, events, config = tmp_path / "items.jsonl", tmp_path / "events.jsonl", tmp_path / "tiny.json"
-    items.write_bytes(b"\n".join(encode(i) for i in world.items) + b"\n")
-    events.write_bytes(b"\n".join(encode(i) for i in world.interactions) + b"\n")
+    dataset, config = tmp_path / "data", tmp_path / "tiny.json"
+    dataset.mkdir()
+    (dataset / "items.jsonl").write_bytes(b"\n".join(encode(i) for i in world.items) + b"\n")
+    (dataset / "events.jsonl").write_bytes(b"\n".join(encode(i) for i in world.interactions) + b"\n{not json\n")
     config.write_text(json.dumps(TINY_TRAINING))
 
-    assert "no trained ranker yet" in reaseq(env, "up")
+    started = reaseq(env, "up", "--dataset", str(dataset), "--train", "--config", str(config))
     try:
-        reaseq(env, "publish", "items", str(items))
-        reaseq(env, "publish", "events", str(events))
-        bootstrap = json.loads((tmp_path / "state" / "run" / "stack.json").read_text())["bootstrap"]
-        settings = Settings(state_dir=tmp_path / "state", topic_prefix=f"c{tag}.", app_id=f"cli-{tag}")
-        users = {i.user_id for i in world.interactions}
-        TopicReader(bootstrap, topic_name(settings, USER_FEATURES)).wait_for(lambda rs: len(latest_by_key(rs)) == len(users))
-        assert "model version written" in reaseq(env, "train", "--from-topics", "--config", str(config))
-        assert "Triton started" in reaseq(env, "models", "promote")
+        assert "items: accepted 60, rejected 0" in started and "events: accepted 400, rejected 1" in started
+        assert "trained" in started and "triton: grpc" in started and "operator page: http://127.0.0.1:" in started
         user = world.interactions[0].user_id
         ranked = reaseq(env, "rank", "--user", user, "--k", "3")
         assert f"{user}: model" in ranked and ranked.count("item-") == 3
         scored = reaseq(env, "rank", "--user", user, "--candidate", world.items[0].item_id, "--candidate", "nope", "--protocol", "http")
         assert world.items[0].item_id in scored and "unknown candidates: nope" in scored
         assert "ranker version 1 ready" in reaseq(env, "status")
+        assert "model version written" in reaseq(env, "train", "--from-topics", "--config", str(config))
+        assert "Triton serves" in reaseq(env, "models", "promote")
+        status = reaseq(env, "status")
+        assert "ranker version 2 ready" in status and "model versions: 2" in status and "embedded reasoner" in status
+        assert "w0.g1" in status and "/metrics" in status  # the stream worker's Prometheus exporter
         listed = reaseq(env, "models", "list")
-        assert f"c{tag}/" in listed and " 1 " in listed  # the version Triton serves as its version 1
+        assert f"c{tag}/" in listed and " 2 " in listed  # the newest version, served as Triton's version 2
         metrics_port = json.loads((tmp_path / "state" / "run" / "stack.json").read_text())["triton"]["metrics_port"]
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             assert b'nv_inference_request_success{model="ranker"' in response.read()

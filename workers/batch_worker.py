@@ -14,12 +14,13 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from rocksdict import Options, Rdict
 
 from models.datasets import read_topics
 from reaseq.contracts import DeadLetterReason
 from reaseq.deadletters import DeadLetter
+from reaseq.metrics import DEAD_LETTERED, EVENTS_PROCESSED, QUEUE_DEPTH
 from reaseq.settings import Settings
 from reaseq.topics import DEAD_LETTERS, TopicSpec, topic_name
 from reaseq.wire import M, decode_valid
@@ -33,17 +34,18 @@ _BOOTSTRAPPED = b"\x00bootstrapped"
 async def consume_batches(
     settings: Settings,
     bootstrap: str,
-    topic: str,
-    group: str,
+    agent: str,
+    requests: TopicSpec,
     batch_size: int,
     handle: BatchHandler,
     stop: asyncio.Event,
 ) -> None:
-    """Fetch up to ``batch_size`` records, ``handle`` them, commit; until ``stop`` is set."""
+    """As ``agent`` (its consumer group), fetch up to ``batch_size`` records, ``handle`` them, commit; until ``stop``
+    is set. Counts the records handled and keeps the topic's lag in ``reaseq_queue_depth``."""
     consumer = AIOKafkaConsumer(
-        topic,
+        topic_name(settings, requests),
         bootstrap_servers=bootstrap,
-        group_id=group,
+        group_id=settings.worker_group(agent),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_interval_ms=3_600_000,
@@ -60,9 +62,21 @@ async def consume_batches(
             if records:
                 await handle(records, producer)
                 await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+                EVENTS_PROCESSED.labels(agent).inc(len(records))
+            QUEUE_DEPTH.labels(requests.name).set(sum([await _lag(consumer, tp) for tp in consumer.assignment()]))
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _lag(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    """Records of ``tp`` beyond this member's position; 0 until a fetch has reported the partition's end.
+
+    The embedded broker reports the end as the base offset of the last record batch plus one, so there the lag
+    reads low while a batch's records wait (never on Apache Kafka).
+    """
+    end = consumer.highwater(tp)
+    return 0 if end is None else max(0, end - await consumer.position(tp))
 
 
 def dead_letter(
@@ -75,6 +89,7 @@ def dead_letter(
 ) -> Awaitable[object]:
     """Send ``record`` byte for byte to the dead-letter topic with the reason in its headers; await the result."""
     log.warning("request dead-lettered", extra={"agent": agent, "reason": reason.value, "detail": detail[:300]})
+    DEAD_LETTERED.labels(agent, reason.value).inc()
     letter = DeadLetter(reason, detail, record.topic, record.partition, record.offset, agent, record.key, record.value)
     return producer.send_and_wait(topic_name(settings, DEAD_LETTERS), record.value, key=record.key, headers=letter.headers())
 

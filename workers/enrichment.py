@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -30,6 +29,7 @@ from reaseq.contracts import (
     KnowledgeResult,
     utcnow,
 )
+from reaseq.metrics import ENRICHMENT_IN_FLIGHT, ENRICHMENT_LATENCY, LLM_UNAVAILABLE, REQUESTS_SKIPPED, serve_metrics
 from reaseq.settings import Settings
 from reaseq.topics import ENRICHMENT_REQUESTS, ITEM_FEATURES, KNOWLEDGE, topic_name
 from reaseq.wire import ContractError, decode, encode
@@ -53,15 +53,6 @@ class Reasoner(Protocol):
     def observe(self, items: Sequence[CatalogItem | ItemFeatureUpdate]) -> None: ...
 
 
-@dataclass
-class EnrichmentStats:
-    enriched: int = 0
-    deduplicated: int = 0
-    dead_lettered: int = 0
-    unavailable: int = 0  # reasoning attempts that found the LLM server down (retried)
-    latencies_s: list[float] = field(default_factory=list)
-
-
 class EnrichmentWorker:
     def __init__(self, settings: Settings, bootstrap: str, reasoner: Reasoner, encoder: TextEncoder) -> None:
         self.settings = settings
@@ -70,8 +61,6 @@ class EnrichmentWorker:
         self.encoder = encoder
         self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)
         self.index = LocalIndex(settings.state_dir / "enrichment" / settings.app_id)  # item id -> published content hash
-        self.stats = EnrichmentStats()
-        self.requests_topic = topic_name(settings, ENRICHMENT_REQUESTS)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.index.bootstrap(self.settings, self.bootstrap, KNOWLEDGE, KnowledgeResult, lambda r: (r.item_id, r.content_hash.encode()))
@@ -80,8 +69,7 @@ class EnrichmentWorker:
             [decode(ItemFeatureUpdate, v, self.settings.max_message_bytes) for v in catalog[topic_name(self.settings, ITEM_FEATURES)] if v]
         )
         try:
-            group = f"{self.settings.app_id}-enrichment"
-            await consume_batches(self.settings, self.bootstrap, self.requests_topic, group, self.settings.enrich_batch, self._process, stop)
+            await consume_batches(self.settings, self.bootstrap, AGENT, ENRICHMENT_REQUESTS, self.settings.enrich_batch, self._process, stop)
         finally:
             self.index.close()
 
@@ -95,10 +83,14 @@ class EnrichmentWorker:
                 sends.append(self._dead_letter(producer, record, error.reason, error.detail))
                 continue
             if self.index.get(request.item_id) == request.content_hash.encode():
-                self.stats.deduplicated += 1
+                REQUESTS_SKIPPED.labels(AGENT).inc()
                 continue
             latest[request.item_id] = (record, request)  # a later version in the same batch supersedes
-        outcomes = await self._reason([request for _, request in latest.values()])
+        ENRICHMENT_IN_FLIGHT.set(len(latest))
+        try:
+            outcomes = await self._reason([request for _, request in latest.values()])
+        finally:
+            ENRICHMENT_IN_FLIGHT.set(0)
         enriched = [(record, request, outcome) for (record, request), outcome in zip(latest.values(), outcomes, strict=True)]
         good = [(record, request, outcome) for record, request, outcome in enriched if isinstance(outcome, tuple)]
         for record, request, outcome in enriched:
@@ -127,8 +119,7 @@ class EnrichmentWorker:
         await asyncio.gather(*sends)
         for _, request, _ in good:  # only once published: a crash before this re-enriches, never skips
             self.index.put(request.item_id, request.content_hash.encode())
-            self.stats.enriched += 1
-            self.stats.latencies_s.append((utcnow() - request.requested_at).total_seconds())
+            ENRICHMENT_LATENCY.observe((utcnow() - request.requested_at).total_seconds())
         self.reasoner.observe([request.item for _, request, _ in good])
 
     async def _reason(self, requests: list[EnrichmentRequest]) -> list[Outcome]:
@@ -142,7 +133,7 @@ class EnrichmentWorker:
             for index, result in zip(pending, results, strict=True):
                 if isinstance(result, BackendUnavailable):
                     retry.append(index)
-                    self.stats.unavailable += 1
+                    LLM_UNAVAILABLE.inc()
                     self.breaker.failure(result)
                 else:
                     outcomes[index] = result
@@ -152,7 +143,6 @@ class EnrichmentWorker:
         return [outcomes[i] for i in range(len(requests))]
 
     def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: DeadLetterReason, detail: str) -> Awaitable[object]:
-        self.stats.dead_lettered += 1
         return dead_letter(self.settings, producer, record, reason, detail, AGENT)
 
 
@@ -201,4 +191,5 @@ def run_enrichment(settings: Settings, bootstrap: str) -> None:
         reasoner = await build_reasoner(settings, encoder)
         await EnrichmentWorker(settings, bootstrap, reasoner, encoder).run(stop)
 
+    serve_metrics(settings, "enrich")
     run_until_signalled(main)

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -28,6 +28,7 @@ from models.diffusion import InterestDiffusion
 from models.interest_training import INTERESTS_DIR
 from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
 from reaseq.contracts import InferredItem, InterestRequest, InterestResult, UserReasoning, utcnow
+from reaseq.metrics import INTEREST_INFERENCE, INTEREST_LATENCY, REQUESTS_SKIPPED, serve_metrics
 from reaseq.settings import Settings
 from reaseq.topics import INTEREST_REQUESTS, INTERESTS, USER_REASONING, topic_name
 from reaseq.wire import ContractError, decode, encode
@@ -36,14 +37,6 @@ from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
 
 log = logging.getLogger(__name__)
 AGENT = "interests"
-
-
-@dataclass
-class InterestStats:
-    inferred: int = 0
-    unchanged: int = 0  # requests whose history already had interests from this model
-    dead_lettered: int = 0
-    latencies_s: list[float] = field(default_factory=list)  # request made -> interests published
 
 
 @dataclass(frozen=True)
@@ -113,7 +106,6 @@ class InterestWorker:
         self.bootstrap = bootstrap
         self.poll_s = poll_s
         self.table = LocalIndex(settings.state_dir / "interests" / settings.app_id)  # user id -> InterestResult
-        self.stats = InterestStats()
         self.model: InterestModel | None = None
         self._checked_at = 0.0
 
@@ -125,9 +117,7 @@ class InterestWorker:
                     return
                 log.info("no interest model yet; waiting", extra={"store": str(self.settings.model_store)})
                 await asyncio.sleep(self.poll_s)
-            group = f"{self.settings.app_id}-interests"
-            topic = topic_name(self.settings, INTEREST_REQUESTS)
-            await consume_batches(self.settings, self.bootstrap, topic, group, self.settings.interest_batch, self._process, stop)
+            await consume_batches(self.settings, self.bootstrap, AGENT, INTEREST_REQUESTS, self.settings.interest_batch, self._process, stop)
         finally:
             self.table.close()
 
@@ -159,17 +149,20 @@ class InterestWorker:
             try:
                 request = decode(InterestRequest, record.value, self.settings.max_message_bytes)
             except ContractError as error:
-                self.stats.dead_lettered += 1
                 sends.append(dead_letter(self.settings, producer, record, error.reason, error.detail, AGENT))
                 continue
             current = latest.get(request.user_id)
             if current is None or request.history_version >= current.history_version:
                 latest[request.user_id] = request
         todo = [request for request in latest.values() if not self._unchanged(request, model)]
-        self.stats.unchanged += len(latest) - len(todo)
+        REQUESTS_SKIPPED.labels(AGENT).inc(len(latest) - len(todo))
         histories = model.histories(todo)
-        inferred = await asyncio.to_thread(model.infer, histories) if todo else []
-        reasoning = await asyncio.to_thread(reasoning_of, model, todo, histories) if todo else []
+        inferred: list[list[InferredItem]] = []
+        reasoning: list[UserReasoning] = []
+        if todo:
+            with INTEREST_INFERENCE.time():
+                inferred = await asyncio.to_thread(model.infer, histories)
+                reasoning = await asyncio.to_thread(reasoning_of, model, todo, histories)
         results = [
             InterestResult(
                 user_id=request.user_id,
@@ -187,8 +180,7 @@ class InterestWorker:
         await asyncio.gather(*sends)
         for request, result in zip(todo, results, strict=True):  # only once published
             self.table.put(result.user_id, encode(result))
-            self.stats.inferred += 1
-            self.stats.latencies_s.append((utcnow() - request.requested_at).total_seconds())
+            INTEREST_LATENCY.observe((utcnow() - request.requested_at).total_seconds())
 
 
 def run_interests(settings: Settings, bootstrap: str) -> None:
@@ -196,4 +188,5 @@ def run_interests(settings: Settings, bootstrap: str) -> None:
     import torch
 
     torch.set_num_threads(1)  # inference runs in a worker thread: see serving.runtime for why one thread
+    serve_metrics(settings, "interests")
     run_until_signalled(InterestWorker(settings, bootstrap).run)

@@ -1,0 +1,1 @@
+"""The operator web page: pipeline health and throughput, recent enriched items, and a user lookup (``reaseq web``)."""

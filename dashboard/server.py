@@ -1,0 +1,135 @@
+"""The operator web page's server (aiohttp): one static page and the JSON API it reads.
+
+- ``GET /``: the page (``dashboard/static/index.html``; ``?user=ID`` opens a user lookup).
+- ``GET /api/health``: component health and the throughput series (``dashboard.health``).
+- ``GET /api/items/recent?limit=N``: the newest enriched items with their reasoning chains and titles.
+- ``GET /api/users/{user_id}?k=N``: a user's history, reasoning steps, beyond-log interests and Triton's top k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from importlib.resources import files
+
+import orjson
+from aiohttp import web
+
+from dashboard.follow import TopicFollower, View
+from dashboard.health import HealthSampler
+from infra.stack import load_run_state
+from infra.triton import TritonEndpoints
+from reaseq.settings import Settings
+from serving.client import RankClient, RankRequestError, RankUnavailableError
+
+log = logging.getLogger(__name__)
+
+RECOMMENDATIONS_K = 10
+
+
+def local_triton(settings: Settings) -> TritonEndpoints | None:
+    """Triton of the local stack (its run state), if it runs."""
+    state = load_run_state(settings)
+    return None if state is None or state.triton is None else state.triton.endpoints()
+
+
+class Recommender:
+    """Top-k recommendations from the local stack's Triton, one RankClient per endpoint it has seen."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[str, RankClient] = {}
+
+    def recommend(self, user_id: str, k: int) -> View:
+        """Triton's answer, or ``served: false`` with the reason when no ranker is served."""
+        endpoints = local_triton(self.settings)
+        if endpoints is None:
+            return {"served": False, "detail": "no ranker served: Triton is not running in the local stack"}
+        url = endpoints.grpc_url
+        client = self._clients.get(url) or self._clients.setdefault(
+            url, RankClient(url, "grpc", timeout_s=2.0, retries=1)
+        )
+        try:
+            answer = client.rank(user_id, k=k)
+        except (RankRequestError, RankUnavailableError) as error:
+            return {"served": True, "detail": f"the ranker did not answer: {error}", "items": []}
+        return {
+            "served": True,
+            "source": answer.source.value,
+            "model_version": answer.model_version,
+            "items": [item.model_dump() for item in answer.items],
+        }
+
+
+FOLLOWER = web.AppKey("follower", TopicFollower)
+SAMPLER = web.AppKey("sampler", HealthSampler)
+RECOMMENDER = web.AppKey("recommender", Recommender)
+PAGE = web.AppKey("page", bytes)
+
+
+def _json(body: object) -> web.Response:
+    return web.json_response(body, dumps=lambda value: orjson.dumps(value).decode())
+
+
+def _int_query(request: web.Request, name: str, default: int, most: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+    return max(1, min(value, most))
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[PAGE], content_type="text/html", charset="utf-8")
+
+
+async def health(request: web.Request) -> web.Response:
+    follower = request.app[FOLLOWER]
+    return _json({**request.app[SAMPLER].snapshot(), "followed_records": follower.records})
+
+
+async def recent_items(request: web.Request) -> web.Response:
+    follower = request.app[FOLLOWER]
+    return _json(follower.recent_items(_int_query(request, "limit", 20, follower.recent_limit)))
+
+
+async def user(request: web.Request) -> web.Response:
+    follower, user_id = request.app[FOLLOWER], request.match_info["user_id"]
+    k = _int_query(request, "k", RECOMMENDATIONS_K, 100)
+    recommendations = await asyncio.get_running_loop().run_in_executor(
+        None, request.app[RECOMMENDER].recommend, user_id, k
+    )
+    for item in recommendations.get("items", []):
+        item["title"] = follower.title(item["item_id"])
+    return _json({**follower.user(user_id), "recommendations": recommendations})
+
+
+def create_app(settings: Settings, bootstrap: str, sample_interval_s: float = 2.0) -> web.Application:
+    """The page and its API; the follower and sampler threads run while the app does."""
+    app = web.Application()
+    app[FOLLOWER] = TopicFollower(settings, bootstrap)
+    app[SAMPLER] = HealthSampler(settings, bootstrap, sample_interval_s)
+    app[RECOMMENDER] = Recommender(settings)
+    app[PAGE] = (files("dashboard") / "static" / "index.html").read_bytes()
+    app.router.add_get("/", page)
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/items/recent", recent_items)
+    app.router.add_get("/api/users/{user_id}", user)
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        app[FOLLOWER].start()
+        app[SAMPLER].start()
+        yield
+        app[SAMPLER].stop()
+        app[FOLLOWER].stop()
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+def run_dashboard(settings: Settings, bootstrap: str, host: str, port: int, sample_interval_s: float = 2.0) -> None:
+    """Serve the operator page on ``host:port`` until SIGINT or SIGTERM (blocking)."""
+    log.info("operator page serving", extra={"url": f"http://{host}:{port}/", "bootstrap": bootstrap})
+    # Per-request access lines would drown the structured log; the page polls every few seconds.
+    web.run_app(create_app(settings, bootstrap, sample_interval_s), host=host, port=port, print=None, access_log=None)
