@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test bench-stream bench-quality bench-serving bench-enrich bench-interest clean
+.PHONY: setup demo up down test browser bench-stream bench-quality bench-serving bench-enrich bench-interest clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/reaseq demo
+
+# The same stack as the demo, kept running; DATASET=path feeds it your data and trains a model on it.
+up: setup
+	$(BIN)/reaseq up $(if $(DATASET),--dataset $(DATASET) --train)
+
+down: setup
+	$(BIN)/reaseq down
 
 test: setup browser
 	$(BIN)/python -m pytest -q

@@ -99,8 +99,9 @@ class DemoRun:
         return time.monotonic() - started
 
 
-def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate: float, console: Console) -> None:
-    """Run the whole pipeline on a generated world and print what it did; stops everything it started."""
+def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate: float, console: Console) -> bool:
+    """Run the whole pipeline on a generated world and print what it did; stops everything it started.
+    Returns whether every part finished."""
     root = settings.state_dir / "demo"
     settings = settings.model_copy(update={"state_dir": root / "state", "model_store": root / "model_store"})
     world = generate(n_items, n_users, n_events)
@@ -112,7 +113,7 @@ def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate
         state = start_stack(settings, workers=2, generation=1, serve=False)
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
-        return
+        return False
     console.print(f"broker {state.bootstrap}; stream workers, enrichment and interest workers running (logs in {settings.state_dir}/run)")
     if state.web:
         console.print(f"watch it on the operator page: {state.web.url}")
@@ -124,8 +125,10 @@ def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate
         _train_and_serve(run, console)
         live_seconds = _stream_live(run, live_events, rate, console)
         console.print(_summary(run, len(history), live_seconds))
+        return True
     except (StackError, TritonError) as exc:
         console.print(f"[red]{exc}[/red]")
+        return False
     finally:
         watch.close()
         stop_stack(settings)
@@ -214,7 +217,7 @@ def _summary(run: DemoRun, n_history: int, live_seconds: float) -> Group:
     busiest = sorted(watch.interests, key=lambda user: -watch.users[user].version)[:3]
     panels = [_user_panel(user, run, titles, client) for user in busiest]
     item = next(iter(watch.knowledge.values()))
-    chain = "\n".join(f"[bold]{name}[/bold]: {_fields(step.model_dump(exclude={'rationale'}))}" for name, step in item.chain.steps())
+    chain = "\n".join(f"[bold]{name}[/bold]: {_fields(step.model_dump(mode='json', exclude={'rationale'}))}" for name, step in item.chain.steps())
     return Group(figures, Panel(chain, title=f"an item's reasoning chain: {titles[item.item_id]}"), *panels)
 
 
@@ -229,7 +232,7 @@ def _user_panel(user: str, run: DemoRun, titles: dict[str, str], client: RankCli
     lines = [f"[bold]planted interests[/bold]: {', '.join(run.world.interests[user])}", "[bold]recent history[/bold]:"]
     lines += [f"  {entry.kind.value} {titles[entry.item_id]}" for entry in watch.users[user].history[-5:]]
     lines.append("[bold]reasoning steps[/bold] (the mined pattern, filled near-line):")
-    lines += [f"  {i}. {name}: {text}" for i, (name, text) in enumerate(zip(reasoning.structure, reasoning.steps), 1)] if reasoning else ["  -"]
+    lines += [f"  {i}. {text}" for i, text in enumerate(reasoning.steps, 1)] if reasoning else ["  -"]
     lines.append("[bold]beyond-log interests[/bold] (diffusion model):")
     lines += [f"  {titles[i.item_id]} ({i.confidence:.2f})" for i in watch.interests[user].interests[:5]]
     lines.append(f"[bold]recommendations[/bold] (Triton, {answer.source.value}, model {answer.model_version}):")

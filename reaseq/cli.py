@@ -397,7 +397,8 @@ def demo(
     then summarise throughput, freshness and a few users' recommendations with the reasoning behind them."""
     from infra.demo import run_demo
 
-    run_demo(get_settings(), items, users, events, rate, console)
+    if not run_demo(get_settings(), items, users, events, rate, console):
+        raise typer.Exit(1)
 
 
 @app.command()
