@@ -95,6 +95,11 @@ class FeatureReplica:
         for _, raw in self.scan(ITEM):
             yield ItemFeatureUpdate.model_validate_json(raw)
 
+    def all_knowledge(self) -> Iterator[tuple[str, KnowledgeResult]]:
+        """Every item's latest knowledge the replica holds."""
+        for key, raw in self.scan(KNOWLEDGE_KEY):
+            yield key[len(KNOWLEDGE_KEY):].decode(), KnowledgeResult.model_validate_json(raw)
+
     def popularity(self) -> dict[str, int]:
         """Interactions seen per item since the replica started following the user histories."""
         return {key[len(POPULARITY):].decode(): int(raw) for key, raw in self.scan(POPULARITY)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ from models.artifact import ModelArtifact
 from models.datasets import build_item_text
 from models.text_encoder import TextEncoder
 from models.tiger import SemanticIdTokenizer, UserContext
-from reaseq.contracts import ItemFeatureUpdate, RankRequest, RankResponse, RankSource, ScoredItem
+from reaseq.contracts import ItemFeatureUpdate, KnowledgeResult, RankRequest, RankResponse, RankSource, ScoredItem
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch
 
@@ -106,7 +106,7 @@ class RankerService:
             if tokenizer is not None:
                 self._add_items(assigned, tokenizer)
             if self.ranker.config.side.knowledge:
-                self._set_item_vectors(batch)
+                self._set_item_vectors(batch.knowledge)
             self._catalog.update(item_id for item_id, item in batch.items.items() if item is not None)
             self._fresh.extend((item.first_seen.isoformat(), item.item_id) for item in batch.items.values() if item)
             self._fresh = sorted(set(self._fresh))[-FRESH_POOL:]
@@ -124,9 +124,9 @@ class RankerService:
             self.index_of[item_id] = index
         self.ranker.use_tokenizer(tokenizer)
 
-    def _set_item_vectors(self, batch: FetchedBatch) -> None:
+    def _set_item_vectors(self, knowledge: Mapping[str, KnowledgeResult | None]) -> None:
         """Latest knowledge vectors of rankable items, so new items' knowledge reaches the ranker too."""
-        rows = {self.index_of[item_id]: result.fused_vector for item_id, result in batch.knowledge.items() if result and item_id in self.index_of}
+        rows = {self.index_of[item_id]: result.fused_vector for item_id, result in knowledge.items() if result and item_id in self.index_of}
         if not rows:
             return
         vectors = self.ranker.item_vectors
@@ -147,6 +147,8 @@ class RankerService:
             self.artifact.ids.restore(str(index), tuple(codes))
         if assigned:
             self._add_items(assigned, self._tokenizer_for(assigned))
+        if self.ranker.config.side.knowledge:  # knowledge published since training, new items' included
+            self._set_item_vectors(dict(self.replica.all_knowledge()))
         self._popularity = self.replica.popularity()
         items = list(self.replica.items())
         self._catalog = {item.item_id for item in items}

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.artifact import ITEMS_FILE, ModelArtifact
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable
-from models.tiger import SemanticIdTokenizer, TigerConfig, TigerRanker
+from models.tiger import SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker
 from reaseq.contracts import (
     HistoryEntry,
     InteractionKind,
     ItemFeatureUpdate,
+    KnowledgeResult,
     RankRequest,
     RankSource,
     UserFeatureUpdate,
@@ -25,26 +27,33 @@ from reaseq.contracts import (
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch, _new_entries
 from serving.service import RankerService
+from tests.support import ANSWERS
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 ITEMS = 40
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_model(directory: Path, side: SideInputs) -> Path:
     """A model version over items i0..i39: RQ-VAE on random 384-d vectors (MiniLM's width), a tiny ranker."""
-    directory = tmp_path_factory.mktemp("store") / "tiny" / "20260501T000000Z-test"
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(ITEMS, 384)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     ids = SemanticIdTable.build(train_rqvae(embeddings, RQVAEConfig(codebook_size=8, epochs=5), seed=0, device="cpu", progress=False), embeddings)
     tokenizer = SemanticIdTokenizer({int(k): v for k, v in ids.ids.items()}, ids.codes_per_level, num_user_buckets=10)
-    config = TigerConfig(d_model=32, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1)
+    config = TigerConfig(d_model=32, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1, side=side)
+    ranker = TigerRanker(tokenizer, config, device="cpu")
+    if side.knowledge:
+        ranker.set_item_vectors(torch.zeros(ITEMS, side.vector_dim))
     ids.save(directory / "ids")
-    TigerRanker(tokenizer, config, device="cpu").save(directory / "ranker")
+    ranker.save(directory / "ranker")
     (directory / ITEMS_FILE).write_text(json.dumps([f"i{n}" for n in range(ITEMS)]))
     (directory / "config.json").write_text("{}")
     return directory
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("store") / "tiny" / "20260501T000000Z-test", SideInputs())
 
 
 def open_service(model_dir: Path, replica_path: Path) -> RankerService:
@@ -114,20 +123,35 @@ def test_popularity_counts_only_interactions_an_update_adds() -> None:
     assert _new_entries(first, first) == []  # a redelivered update adds nothing
 
 
-def test_the_replica_keeps_item_knowledge_across_restarts(model_dir: Path, tmp_path: Path) -> None:
-    from reaseq.contracts import KnowledgeResult
-    from tests.support import ANSWERS
-
+def knowledge_of(item_id: str, value: float) -> KnowledgeResult:
     chain = {name: ANSWERS[step] for name, step in [
         ("attributes", "AttributesStep"), ("usage", "UsageStep"), ("audience", "AudienceStep"), ("needs", "NeedsStep"), ("summary", "SummaryStep"),
     ]}
-    result = KnowledgeResult(
-        item_id="i3", content_hash="h", chain=chain, step_vectors=[[0.1] * 4] * 5, fused_vector=[0.5] * 4,
+    return KnowledgeResult(
+        item_id=item_id, content_hash="h", chain=chain, step_vectors=[[0.1] * 4] * 5, fused_vector=[value] * 4,
         encoder="minilm", backend="embedded", model="m", prompt_version="none", created_at=T0,
     )
+
+
+def test_the_replica_keeps_item_knowledge_across_restarts(model_dir: Path, tmp_path: Path) -> None:
+    result = knowledge_of("i3", 0.5)
     service = open_service(model_dir, tmp_path / "replica")
     assert service.apply(batch(knowledge={"i3": result})) == 1
     service.replica.close()
     again = open_service(model_dir, tmp_path / "replica")
     assert again.replica.knowledge("i3") == result and again.replica.knowledge("i4") is None
+    again.replica.close()
+
+
+def test_knowledge_vectors_published_since_training_reach_the_ranker_and_survive_a_restart(tmp_path: Path) -> None:
+    model = build_model(tmp_path / "store" / "tiny" / "20260501T000000Z-k", SideInputs(knowledge=True, vector_dim=4))
+    service = open_service(model, tmp_path / "replica")
+    service.apply(batch(items={"n1": item("n1", "A brand new lamp", 100)}))
+    service.apply(batch(knowledge={"n1": knowledge_of("n1", 0.5), "i3": knowledge_of("i3", -0.25)}))
+    rows = lambda s: {key: s.ranker.item_vectors[s.index_of[key]].tolist() for key in ("n1", "i3", "i4")}  # noqa: E731
+    expected = {"n1": [0.5] * 4, "i3": [-0.25] * 4, "i4": [0.0] * 4}
+    assert rows(service) == expected
+    service.replica.close()
+    again = open_service(model, tmp_path / "replica")  # the saved vectors predate both: only the replica has them
+    assert rows(again) == expected
     again.replica.close()
