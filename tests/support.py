@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from reaseq.contracts import Contract
+from reaseq.contracts import Contract, KnowledgeResult, utcnow
 from reaseq.publish import producer
 from reaseq.settings import Settings
 from reaseq.synthetic import SyntheticWorld
@@ -111,3 +111,13 @@ TINY_TRAINING = {
     "beam_size": 10,
     "interests": {"model": {"d_model": 32, "num_heads": 2, "d_ff": 64, "num_layers": 1, "horizon": 4, "sampling_steps": 2}, "epochs": 2},
 }
+
+
+def knowledge_result(item_id: str, value: float, width: int = 4) -> KnowledgeResult:
+    """Published knowledge for ``item_id``: the canned chain of ``ANSWERS`` and a constant fused vector."""
+    steps = {"attributes": "AttributesStep", "usage": "UsageStep", "audience": "AudienceStep", "needs": "NeedsStep", "summary": "SummaryStep"}
+    return KnowledgeResult(
+        item_id=item_id, content_hash="h", chain={name: ANSWERS[step] for name, step in steps.items()},
+        step_vectors=[[0.1] * width] * 5, fused_vector=[value] * width,
+        encoder="minilm", backend="embedded", model="m", prompt_version="none", created_at=utcnow(),
+    )

@@ -3,6 +3,7 @@ full distilled model version."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from models.datasets import load_from_topics
 from models.patterns import REASONING_DIR, PatternLibrary
 from models.train import TrainConfig, train
 from reaseq.contracts import (
+    CatalogItem,
     DeadLetterReason,
     Interaction,
     InteractionKind,
@@ -30,11 +32,23 @@ from reaseq.topics import (
     EVENTS,
     INTEREST_REQUESTS,
     INTERESTS,
+    ITEM_FEATURES,
+    ITEMS,
+    KNOWLEDGE,
     USER_REASONING,
     topic_name,
 )
 from tests.conftest import Spawn
-from tests.support import TINY_TRAINING, TopicReader, latest_by_key, publish_world, send, send_contracts
+from tests.support import (
+    TINY_TRAINING,
+    TopicReader,
+    knowledge_result,
+    latest_by_key,
+    publish_world,
+    send,
+    send_contracts,
+)
+from workers.user_reasoner import ItemLabels
 
 pytestmark = pytest.mark.integration
 
@@ -96,5 +110,19 @@ def test_users_get_interests_once_per_history_and_new_events_refresh_them(settin
         )]
         assert any(letter.agent == "interests" and letter.reason is DeadLetterReason.INVALID for letter in letters)
         assert sum(r.user_id == quiet for r in refreshed) == counts[quiet]
+
+        # An item published after training counts in a user's reasoning steps once its knowledge is out.
+        late = CatalogItem(item_id="late-item", title="Stormproof trail shell", categories=["Outdoor"], event_time=utcnow())
+        knowledge = knowledge_result(late.item_id, 0.1)
+        send_contracts(bootstrap, topic_name(settings, ITEMS), [late], lambda m: m.item_id)  # type: ignore[attr-defined]
+        send_contracts(bootstrap, topic_name(settings, KNOWLEDGE), [knowledge], lambda m: m.item_id)  # type: ignore[attr-defined]
+        TopicReader(bootstrap, topic_name(settings, ITEM_FEATURES)).wait_for(lambda rs: any(r.key == b"late-item" for r in rs))
+        time.sleep(2.0)  # the worker follows item features and knowledge on its own; give it a moment
+        request = InterestRequest(user_id="late-user", history_version=1, item_ids=[late.item_id], requested_at=utcnow())
+        send_contracts(bootstrap, topic_name(settings, INTEREST_REQUESTS), [request], lambda m: m.user_id)  # type: ignore[attr-defined]
+        steps_of = TopicReader(bootstrap, topic_name(settings, USER_REASONING)).wait_for(lambda rs: any(r.key == b"late-user" for r in rs))
+        steps = UserReasoning.model_validate_json(latest_by_key(steps_of)[b"late-user"])
+        known = {label for names in ItemLabels.labels_of(knowledge.chain).values() for label in names} | {late.title}
+        assert all(any(label in text for label in known) for text in steps.steps[:-1]), steps.steps
     finally:
         stop_process(worker.pid, timeout_s=20)

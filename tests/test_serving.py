@@ -19,7 +19,6 @@ from reaseq.contracts import (
     HistoryEntry,
     InteractionKind,
     ItemFeatureUpdate,
-    KnowledgeResult,
     RankRequest,
     RankSource,
     UserFeatureUpdate,
@@ -27,7 +26,7 @@ from reaseq.contracts import (
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch, _new_entries
 from serving.service import RankerService
-from tests.support import ANSWERS
+from tests.support import knowledge_result
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 ITEMS = 40
@@ -123,18 +122,8 @@ def test_popularity_counts_only_interactions_an_update_adds() -> None:
     assert _new_entries(first, first) == []  # a redelivered update adds nothing
 
 
-def knowledge_of(item_id: str, value: float) -> KnowledgeResult:
-    chain = {name: ANSWERS[step] for name, step in [
-        ("attributes", "AttributesStep"), ("usage", "UsageStep"), ("audience", "AudienceStep"), ("needs", "NeedsStep"), ("summary", "SummaryStep"),
-    ]}
-    return KnowledgeResult(
-        item_id=item_id, content_hash="h", chain=chain, step_vectors=[[0.1] * 4] * 5, fused_vector=[value] * 4,
-        encoder="minilm", backend="embedded", model="m", prompt_version="none", created_at=T0,
-    )
-
-
 def test_the_replica_keeps_item_knowledge_across_restarts(model_dir: Path, tmp_path: Path) -> None:
-    result = knowledge_of("i3", 0.5)
+    result = knowledge_result("i3", 0.5)
     service = open_service(model_dir, tmp_path / "replica")
     assert service.apply(batch(knowledge={"i3": result})) == 1
     service.replica.close()
@@ -147,7 +136,7 @@ def test_knowledge_vectors_published_since_training_reach_the_ranker_and_survive
     model = build_model(tmp_path / "store" / "tiny" / "20260501T000000Z-k", SideInputs(knowledge=True, vector_dim=4))
     service = open_service(model, tmp_path / "replica")
     service.apply(batch(items={"n1": item("n1", "A brand new lamp", 100)}))
-    service.apply(batch(knowledge={"n1": knowledge_of("n1", 0.5), "i3": knowledge_of("i3", -0.25)}))
+    service.apply(batch(knowledge={"n1": knowledge_result("n1", 0.5), "i3": knowledge_result("i3", -0.25)}))
     rows = lambda s: {key: s.ranker.item_vectors[s.index_of[key]].tolist() for key in ("n1", "i3", "i4")}  # noqa: E731
     expected = {"n1": [0.5] * 4, "i3": [-0.25] * 4, "i4": [0.0] * 4}
     assert rows(service) == expected

@@ -5,7 +5,8 @@ user, drops users whose history version already has interests from the current m
 is never recomputed), runs one batched diffusion inference for the rest, publishes an ``InterestResult`` per
 user on the compacted interests topic, stores it in the local interests table, and only then commits. When the
 model version has a mined reasoning pattern (a distilled ranker reads it), the worker also fills that pattern
-for each history and publishes the ordered step texts and vectors as ``UserReasoning`` on ``user-reasoning``.
+for each history and publishes the ordered step texts and vectors as ``UserReasoning`` on ``user-reasoning``; items
+published after the version was trained count in the steps too, from their knowledge (``workers.late_items``).
 
 The model is the newest version in the model store that has an interest model; a newer one is picked up
 between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
@@ -18,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -27,12 +28,14 @@ from models.artifact import ITEMS_FILE, list_versions, version_of
 from models.diffusion import InterestDiffusion
 from models.interest_training import INTERESTS_DIR
 from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
+from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from reaseq.contracts import InferredItem, InterestRequest, InterestResult, UserReasoning, utcnow
 from reaseq.metrics import INTEREST_INFERENCE, INTEREST_LATENCY, REQUESTS_SKIPPED, serve_metrics
 from reaseq.settings import Settings
 from reaseq.topics import INTEREST_REQUESTS, INTERESTS, USER_REASONING, topic_name
 from reaseq.wire import ContractError, decode, encode
 from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
+from workers.late_items import LateItems
 from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
 
 log = logging.getLogger(__name__)
@@ -47,18 +50,21 @@ class InterestModel:
     model: InterestDiffusion
     item_index: dict[str, int]
     item_ids: list[str]
+    encoder: TextEncoder  # the version's text encoder: labels of items published since training are embedded with it
     patterns: PatternLibrary | None = None
     reasoner: EmbeddedUserReasoner | None = None
+    late_index: dict[str, int] = field(default_factory=dict)  # items published since training -> reasoner index
 
     @classmethod
     def load(cls, directory: Path) -> InterestModel:
         item_ids: list[str] = json.loads((directory / ITEMS_FILE).read_text())
         model = InterestDiffusion.load(directory / INTERESTS_DIR, "cpu")
+        encoder = TextEncoder(json.loads((directory / "config.json").read_text()).get("encoder", DEFAULT_MODEL), device="cpu")
         patterns = reasoner = None
         if (directory / REASONING_DIR / PATTERNS_FILE).is_file():
             patterns = PatternLibrary.load(directory / REASONING_DIR)
             reasoner = EmbeddedUserReasoner(ItemLabels.load(directory / REASONING_DIR))
-        return cls(version_of(directory), model, {item: i for i, item in enumerate(item_ids)}, item_ids, patterns, reasoner)
+        return cls(version_of(directory), model, {item: i for i, item in enumerate(item_ids)}, item_ids, encoder, patterns, reasoner)
 
     def histories(self, requests: list[InterestRequest]) -> list[list[int]]:
         """Each request's history as item indices; items the version does not know are left out."""
@@ -73,12 +79,30 @@ class InterestModel:
         ]
 
 
-def reasoning_of(model: InterestModel, requests: list[InterestRequest], histories: list[list[int]]) -> list[UserReasoning]:
+    def reasoning_histories(self, requests: list[InterestRequest], late: LateItems) -> list[list[int]]:
+        """Each history as the reasoner's item indices: the version's items, and items published since whose
+        knowledge is out, each covered (given the next free index) the first time it is seen."""
+        assert self.reasoner is not None
+        histories = []
+        for request in requests:
+            history = []
+            for item in request.item_ids:
+                index = self.item_index.get(item, self.late_index.get(item))
+                if index is None and (chain := late.chain(item)) is not None:
+                    index = self.late_index[item] = len(self.item_ids) + len(self.late_index)
+                    self.reasoner.labels.add(index, chain, late.title(item), self.encoder)
+                if index is not None:
+                    history.append(index)
+            histories.append(history)
+        return histories
+
+
+def reasoning_of(model: InterestModel, requests: list[InterestRequest], late: LateItems) -> list[UserReasoning]:
     """The version's best pattern filled for each history (nothing when the version has no pattern)."""
     if model.patterns is None or model.reasoner is None:
         return []
     best = model.patterns.best
-    texts, vectors = apply_pattern(model.reasoner, best, histories)
+    texts, vectors = apply_pattern(model.reasoner, best, model.reasoning_histories(requests, late))
     return [
         UserReasoning(
             user_id=request.user_id,
@@ -106,11 +130,13 @@ class InterestWorker:
         self.bootstrap = bootstrap
         self.poll_s = poll_s
         self.table = LocalIndex(settings.state_dir / "interests" / settings.app_id)  # user id -> InterestResult
+        self.late = LateItems(settings, bootstrap, settings.state_dir / "interests" / f"{settings.app_id}-items")
         self.model: InterestModel | None = None
         self._checked_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         self.table.bootstrap(self.settings, self.bootstrap, INTERESTS, InterestResult, lambda r: (r.user_id, encode(r)))
+        follower = asyncio.create_task(self.late.follow(stop))
         try:
             while self._refresh_model() is None:
                 if stop.is_set():
@@ -119,7 +145,10 @@ class InterestWorker:
                 await asyncio.sleep(self.poll_s)
             await consume_batches(self.settings, self.bootstrap, AGENT, INTEREST_REQUESTS, self.settings.interest_batch, self._process, stop)
         finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
             self.table.close()
+            self.late.close()
 
     def _refresh_model(self) -> InterestModel | None:
         """Load the newest interest model when the store has a newer one (checked at most every ``poll_s``)."""
@@ -162,7 +191,7 @@ class InterestWorker:
         if todo:
             with INTEREST_INFERENCE.time():
                 inferred = await asyncio.to_thread(model.infer, histories)
-                reasoning = await asyncio.to_thread(reasoning_of, model, todo, histories)
+                reasoning = await asyncio.to_thread(reasoning_of, model, todo, self.late)
         results = [
             InterestResult(
                 user_id=request.user_id,

@@ -78,14 +78,30 @@ class ItemLabels:
         self.dimension = dimension
 
     @classmethod
+    def labels_of(cls, chain: KnowledgeChain) -> dict[str, list[str]]:
+        """Per user step, the labels of one item's knowledge that it counts."""
+        return {step: [label for source in sources for label in _field(chain, source)] for step, sources in cls.SOURCES.items()}
+
+    @classmethod
     def build(cls, chains: Mapping[int, KnowledgeChain], titles: Mapping[int, str], encoder: TextEncoder) -> ItemLabels:
         labels: dict[str, dict[int, list[str]]] = {step: {} for step in cls.SOURCES}
         for index, chain in chains.items():
-            for step, sources in cls.SOURCES.items():
-                labels[step][index] = [label for source in sources for label in _field(chain, source)]
+            for step, names in cls.labels_of(chain).items():
+                labels[step][index] = names
         vocabulary = sorted({label for per_item in labels.values() for names in per_item.values() for label in names})
         vectors = encoder.encode(vocabulary) if vocabulary else np.zeros((0, encoder.dimension), dtype=np.float32)
         return cls(labels, titles, dict(zip(vocabulary, vectors, strict=True)), vectors.shape[1])
+
+    def add(self, index: int, chain: KnowledgeChain, title: str, encoder: TextEncoder) -> None:
+        """Cover one more item (one published after training): its labels and title; labels not seen before are
+        embedded once."""
+        per_step = self.labels_of(chain)
+        for step, names in per_step.items():
+            self.labels[step][index] = names
+        self.titles[index] = title
+        unseen = sorted({name for names in per_step.values() for name in names} - self.vectors.keys())
+        if unseen:
+            self.vectors.update(zip(unseen, encoder.encode(unseen), strict=True))
 
     def save(self, directory: Path) -> None:
         """``labels.json`` (per step and item, its labels; titles) and ``label_vectors.npy`` (one row per label)."""
