@@ -6,7 +6,8 @@ serving side builds them live, so nothing the ranker reads at training time is u
 - item knowledge: each item's reasoning chain (published knowledge, or the embedded reasoner's) and its fused
   knowledge vector;
 - reasoning steps: SCoTER's Generate-Validate-Mine over the validation examples picks the best chain structure
-  (saved as ``patterns.json``), which is then filled for every example's history;
+  (saved as ``patterns.json``), which is then filled for every example's history (with the LLM user reasoner, for
+  a bounded random sample of each part's examples: every chain costs one LLM call per step);
 - beyond-log items: inferred by interest models *cross-fitted* over two halves of the users, so an example's
   items always come from a model that never trained on that user (otherwise the model would have memorised
   the very targets the ranker learns from, and the ranker would learn to trust it too much).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -24,11 +26,13 @@ from tqdm import tqdm
 from models.datasets import SequenceData, Split
 from models.interest_training import FutureSplit, InterestTrainConfig, future_split, infer_all, train_interest_model
 from models.knowledge import knowledge_vectors
-from models.patterns import PatternLibrary, apply_pattern, mine_patterns
+from models.patterns import ChainReasoner, PatternLibrary, apply_pattern, mine_patterns
 from models.text_encoder import TextEncoder
 from models.tiger import SemanticIdTokenizer, SideInputs, UserContext
 from reaseq.contracts import KnowledgeChain
 from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
+
+UserReasonerKind = Literal["embedded", "llm"]
 
 
 @dataclass
@@ -85,6 +89,8 @@ def build_side_data(
     interests: InterestTrainConfig,
     pattern_users: int | None,
     seed: int,
+    user_reasoner: UserReasonerKind = "embedded",
+    llm_fill_users: int | None = None,
 ) -> SideData:
     """Contexts for every example of ``split`` with the side inputs ``side`` asks for."""
     parts = (split.train, split.valid, split.test)
@@ -98,8 +104,11 @@ def build_side_data(
         result.item_vectors = fused_item_vectors(data, chains, encoder)
         result.report["items_with_knowledge"] = len(chains)
         if side.reasoning != "none":
-            steps, result.patterns, result.labels = _reasoning_steps(data, chains, result.item_vectors, split, encoder, pattern_users, seed)
+            steps, result.patterns, result.labels = _reasoning_steps(
+                data, chains, result.item_vectors, split, encoder, pattern_users, seed, user_reasoner, llm_fill_users
+            )
             result.report["pattern"] = result.patterns.best.model_dump()
+            result.report["examples_with_steps"] = [sum(vectors is not None for vectors in part) for part in steps]
     if side.beyond_log:
         beyond = _cross_fitted_interests(data, split, tokenizer, interests, side.max_beyond_log)
     result.train, result.valid, result.test = (
@@ -117,16 +126,31 @@ def _reasoning_steps(
     encoder: TextEncoder,
     pattern_users: int | None,
     seed: int,
+    user_reasoner: UserReasonerKind,
+    llm_fill_users: int | None,
 ) -> tuple[list[list[np.ndarray | None]], PatternLibrary, ItemLabels]:
+    """Mine the pattern with the chosen reasoner and fill it per example: every example with the embedded one; with
+    the LLM one (server from the environment's ``Settings``), ``llm_fill_users`` random examples per part, the
+    others (and any chain the LLM failed) left without steps rather than given steps from another vector space."""
     titles = {index: item.title for index, item in (data.catalog or {}).items()}
     labels = ItemLabels.build(chains, titles, encoder)
-    reasoner = EmbeddedUserReasoner(labels)
-    rows = np.random.default_rng(seed).permutation(len(split.valid))[:pattern_users]
+    reasoner: ChainReasoner = EmbeddedUserReasoner(labels)
+    if user_reasoner == "llm":
+        from reaseq.settings import Settings
+        from workers.llm_user_reasoner import LLMUserReasoner
+
+        reasoner = LLMUserReasoner(labels, encoder, Settings())
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(split.valid))[:pattern_users]
     library = mine_patterns(reasoner, item_vectors, [split.valid.histories[i] for i in rows], [split.valid.targets[i] for i in rows])
-    filled = []
+    filled: list[list[np.ndarray | None]] = []
     for part in (split.train, split.valid, split.test):
-        _, vectors = apply_pattern(reasoner, library.best, part.histories)
-        filled.append(list(vectors))
+        bound = llm_fill_users if reasoner.backend != "embedded" else None
+        chosen = sorted(rng.permutation(len(part))[:bound].tolist())
+        steps: list[np.ndarray | None] = [None] * len(part)
+        for row, chain in zip(chosen, apply_pattern(reasoner, library.best, [part.histories[i] for i in chosen]), strict=True):
+            steps[row] = None if chain is None else chain.vectors
+        filled.append(steps)
     return filled, library, labels
 
 

@@ -5,6 +5,10 @@ retrieve the ``k`` items whose knowledge vectors are closest to the chain's targ
 score the chain by whether the user's validation item (never the test item) is among them. Mine: group chains
 by structure and window, rank by mean Recall@k, and keep the best as the versioned pattern library, with the
 figures that justified it. Apply: fill the best pattern for any history, giving ordered step texts and vectors.
+
+Both steps ask the reasoner for a whole batch of chains at once (``ChainReasoner.chains``), so an LLM backend can
+write them concurrently and embed them in one go. A chain the backend could not write (an LLM's answers that
+stayed invalid) is a miss in Validate and is counted per candidate (``PatternScore.failed``); it never stops mining.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ REASONING_DIR = "reasoning"  # inside a model version: the pattern library and t
 
 
 class ChainReasoner(Protocol):
-    backend: str
+    backend: str  # "embedded" or "vllm"
+    prompt_version: str | None  # the LLM backend's prompt set and its hash
 
     def chain(self, history: Sequence[int], structure: Structure, window: int) -> UserChain: ...
+
+    def chains(self, histories: Sequence[Sequence[int]], structure: Structure, window: int) -> list[UserChain | None]:
+        """One chain per history, None where the backend failed to write one."""
+        ...
 
 
 class PatternScore(BaseModel):
@@ -38,16 +47,23 @@ class PatternScore(BaseModel):
     window: int
     recall: float  # Recall@k of the chains' target retrieval on validation items
     users: int
+    failed: int = 0  # chains the backend could not write, scored as misses
 
 
 class PatternLibrary(BaseModel):
-    """Mined patterns, best first; ``version`` hashes the patterns and how they were scored."""
+    """Mined patterns, best first; ``version`` hashes the patterns and how they were scored.
+
+    ``backend`` is the reasoner the chains came from, and the one that must fill the pattern near-line: "embedded"
+    (chains from knowledge labels) or "vllm" (an LLM's, with ``prompt_version``). Offline, a "vllm" pattern fills
+    only ``TrainConfig.llm_fill_users`` examples per split part; the others have no steps.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     version: str
     backend: str
     k: int
+    prompt_version: str | None = None
     patterns: list[PatternScore]  # kept: the best ones
     candidates: list[PatternScore]  # every structure and window that was validated, best first
 
@@ -76,19 +92,22 @@ def mine_patterns(
 ) -> PatternLibrary:
     """Generate every structure and window for every (history, validation target), validate, and mine."""
     unit = item_vectors / np.linalg.norm(item_vectors, axis=1, keepdims=True).clip(min=1e-12)
-    hits: dict[tuple[Structure, int], int] = {}
+    users = len(histories)
+    scores = []
     for window in windows:
         for structure in tqdm(structures, desc=f"generate and validate (window {window})", leave=False):
-            chains = [reasoner.chain(history, structure, window) for history in histories]
-            found = retrieve(unit, np.stack([chain.target for chain in chains]), histories, k)
-            hits[(structure, window)] = int(sum(target in row for target, row in zip(targets, found, strict=True)))
-    users = len(histories)
-    ranked = sorted(
-        (PatternScore(structure=s, window=w, recall=round(h / max(users, 1), 5), users=users) for (s, w), h in hits.items()),
-        key=lambda score: (-score.recall, len(score.structure)),  # ties: the shorter chain
+            chains = reasoner.chains(histories, structure, window)
+            written = [row for row, chain in enumerate(chains) if chain is not None]
+            targets_of = [chain.target for chain in chains if chain is not None]
+            found = retrieve(unit, np.stack(targets_of), [histories[row] for row in written], k) if written else []
+            hits = sum(targets[row] in top for row, top in zip(written, found, strict=True))
+            scores.append(PatternScore(structure=structure, window=window, recall=round(hits / max(users, 1), 5), users=users, failed=users - len(written)))
+    ranked = sorted(scores, key=lambda score: (-score.recall, len(score.structure)))  # ties: the shorter chain
+    described = [s.model_dump() for s in ranked] + [reasoner.backend, reasoner.prompt_version, k]
+    digest = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:12]
+    return PatternLibrary(
+        version=f"patterns-{digest}", backend=reasoner.backend, k=k, prompt_version=reasoner.prompt_version, patterns=ranked[:keep], candidates=ranked
     )
-    digest = hashlib.sha256(json.dumps([s.model_dump() for s in ranked] + [reasoner.backend, k]).encode()).hexdigest()[:12]
-    return PatternLibrary(version=f"patterns-{digest}", backend=reasoner.backend, k=k, patterns=ranked[:keep], candidates=ranked)
 
 
 def retrieve(unit_items: np.ndarray, queries: np.ndarray, histories: Sequence[Sequence[int]], k: int, chunk: int = 1024) -> list[list[int]]:
@@ -103,7 +122,6 @@ def retrieve(unit_items: np.ndarray, queries: np.ndarray, histories: Sequence[Se
     return found
 
 
-def apply_pattern(reasoner: ChainReasoner, pattern: PatternScore, histories: Sequence[Sequence[int]]) -> tuple[list[list[str]], np.ndarray]:
-    """The best pattern filled for each history: step texts and step vectors [N, steps, d]."""
-    chains = [reasoner.chain(history, pattern.structure, pattern.window) for history in histories]
-    return [chain.texts for chain in chains], np.stack([chain.vectors for chain in chains]) if chains else np.zeros((0, 0, 0))
+def apply_pattern(reasoner: ChainReasoner, pattern: PatternScore, histories: Sequence[Sequence[int]]) -> list[UserChain | None]:
+    """The pattern filled for each history (None where the backend failed to write the chain)."""
+    return reasoner.chains(histories, pattern.structure, pattern.window)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from models.artifact import ITEMS_FILE
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
 from models.device import default_device
-from models.distillation import SideData, build_side_data, item_knowledge
+from models.distillation import SideData, UserReasonerKind, build_side_data, item_knowledge
 from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
@@ -84,6 +84,10 @@ class TrainConfig(BaseModel):
     interests: InterestTrainConfig = InterestTrainConfig()  # the beyond-log interest models (served and cross-fitted)
     interest_model: bool = True  # train the interest model the version serves (the near-line worker's)
     pattern_users: int | None = 3000  # validation examples Generate-Validate-Mine scores chains on (None: all)
+    # Who writes the users' reasoning chains: the embedded reasoner (no LLM), or the LLM at REASEQ_LLM_URL, which
+    # costs one call per step per chain (GVM: pattern_users x 18 candidate chains), so lower pattern_users with it.
+    user_reasoner: UserReasonerKind = "embedded"
+    llm_fill_users: int | None = 2000  # with the LLM: examples per split part whose steps it fills (None: all)
     seed: int = 42
 
 
@@ -215,7 +219,10 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
     ids = semantic_ids(config, data, encoder, knowledge)
     item_codes = {int(key): codes for key, codes in ids.ids.items()}
     tokenizer = SemanticIdTokenizer(item_codes, ids.codes_per_level)
-    side = build_side_data(config.ranker.side, data, split, tokenizer, encoder, knowledge, config.interests, config.pattern_users, config.seed)
+    side = build_side_data(
+        config.ranker.side, data, split, tokenizer, encoder, knowledge, config.interests, config.pattern_users, config.seed,
+        config.user_reasoner, config.llm_fill_users,
+    )
     ranker = TigerRanker(tokenizer, config.ranker, default_device())
     if side.item_vectors is not None:
         ranker.set_item_vectors(torch.from_numpy(side.item_vectors))

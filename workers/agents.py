@@ -83,23 +83,29 @@ class ChainOfAgents:
         return KnowledgeChain(**steps, summary=summary), remarks  # type: ignore[arg-type]
 
     async def _ask(self, messages: list[Message], model: type[Answer], role: str) -> Answer:
-        answer, error = "", ""
-        for _ in range(self.retries + 1):
-            answer = await self.backend.complete(messages, model)
-            try:
-                # strict=False accepts raw control characters inside strings, which grammar-constrained decoders
-                # can emit; everything else about the answer is checked by the model
-                return model.model_validate(json.loads(answer, strict=False))
-            except json.JSONDecodeError as invalid:
-                error = f"not valid JSON: {invalid}"
-            except ValidationError as invalid:
-                error = json.dumps(invalid.errors(include_url=False, include_context=False), default=str)[:1500]
-                messages = [
-                    *messages,
-                    {"role": "assistant", "content": answer[:4000]},
-                    {"role": "user", "content": f"That answer is invalid: {error}. Answer again with one JSON object that matches the schema."},
-                ]
-        raise InvalidOutput(role, error, answer)
+        return await ask(self.backend, messages, model, role, self.retries)
+
+
+async def ask(backend: Backend, messages: list[Message], model: type[Answer], role: str, retries: int) -> Answer:
+    """One validated answer for ``role``; an invalid one is asked again with the error, ``retries`` times at most,
+    and then raises ``InvalidOutput``."""
+    answer, error = "", ""
+    for _ in range(retries + 1):
+        answer = await backend.complete(messages, model)
+        try:
+            # strict=False accepts raw control characters inside strings, which grammar-constrained decoders
+            # can emit; everything else about the answer is checked by the model
+            return model.model_validate(json.loads(answer, strict=False))
+        except json.JSONDecodeError as invalid:
+            error = f"not valid JSON: {invalid}"
+        except ValidationError as invalid:
+            error = json.dumps(invalid.errors(include_url=False, include_context=False), default=str)[:1500]
+            messages = [
+                *messages,
+                {"role": "assistant", "content": answer[:4000]},
+                {"role": "user", "content": f"That answer is invalid: {error}. Answer again with one JSON object that matches the schema."},
+            ]
+    raise InvalidOutput(role, error, answer)
 
 
 class LLMReasoner:

@@ -7,6 +7,9 @@ user on the compacted interests topic, stores it in the local interests table, a
 model version has a mined reasoning pattern (a distilled ranker reads it), the worker also fills that pattern
 for each history and publishes the ordered step texts and vectors as ``UserReasoning`` on ``user-reasoning``; items
 published after the version was trained count in the steps too, from their knowledge (``workers.late_items``).
+The pattern is filled by the reasoner it was mined with: the embedded one, or, for a ``vllm`` pattern, the LLM at
+``REASEQ_LLM_URL`` (in a worker thread, chains of the batch concurrently). While that server is down the circuit
+breaker holds the batch, uncommitted, and retries it; a user whose chain the LLM could not write gets no steps.
 
 The model is the newest version in the model store that has an interest model; a newer one is picked up
 between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
@@ -30,12 +33,15 @@ from models.interest_training import INTERESTS_DIR
 from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from reaseq.contracts import InferredItem, InterestRequest, InterestResult, UserReasoning, utcnow
-from reaseq.metrics import INTEREST_INFERENCE, INTEREST_LATENCY, REQUESTS_SKIPPED, serve_metrics
+from reaseq.metrics import INTEREST_INFERENCE, INTEREST_LATENCY, LLM_UNAVAILABLE, REQUESTS_SKIPPED, serve_metrics
 from reaseq.settings import Settings
 from reaseq.topics import INTEREST_REQUESTS, INTERESTS, USER_REASONING, topic_name
 from reaseq.wire import ContractError, decode, encode
 from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
+from workers.breaker import CircuitBreaker
 from workers.late_items import LateItems
+from workers.llm import BackendUnavailable
+from workers.llm_user_reasoner import LLMUserReasoner
 from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
 
 log = logging.getLogger(__name__)
@@ -52,18 +58,27 @@ class InterestModel:
     item_ids: list[str]
     encoder: TextEncoder  # the version's text encoder: labels of items published since training are embedded with it
     patterns: PatternLibrary | None = None
-    reasoner: EmbeddedUserReasoner | None = None
+    reasoner: EmbeddedUserReasoner | LLMUserReasoner | None = None
     late_index: dict[str, int] = field(default_factory=dict)  # items published since training -> reasoner index
 
     @classmethod
-    def load(cls, directory: Path) -> InterestModel:
+    def load(cls, directory: Path, settings: Settings) -> InterestModel:
+        """The version in ``directory``; ``settings`` name the LLM server when its pattern was mined with one."""
         item_ids: list[str] = json.loads((directory / ITEMS_FILE).read_text())
         model = InterestDiffusion.load(directory / INTERESTS_DIR, "cpu")
         encoder = TextEncoder(json.loads((directory / "config.json").read_text()).get("encoder", DEFAULT_MODEL), device="cpu")
-        patterns = reasoner = None
+        patterns: PatternLibrary | None = None
+        reasoner: EmbeddedUserReasoner | LLMUserReasoner | None = None
         if (directory / REASONING_DIR / PATTERNS_FILE).is_file():
             patterns = PatternLibrary.load(directory / REASONING_DIR)
-            reasoner = EmbeddedUserReasoner(ItemLabels.load(directory / REASONING_DIR))
+            labels = ItemLabels.load(directory / REASONING_DIR)
+            if patterns.backend == LLMUserReasoner.backend:
+                folder = (patterns.prompt_version or settings.prompt_version).rsplit("-", 1)[0]
+                reasoner = LLMUserReasoner(labels, encoder, settings, prompt_folder=folder)
+                if reasoner.prompt_version != patterns.prompt_version:
+                    log.warning("user prompts changed since the pattern was mined", extra={"mined": patterns.prompt_version, "now": reasoner.prompt_version})
+            else:
+                reasoner = EmbeddedUserReasoner(labels)
         return cls(version_of(directory), model, {item: i for i, item in enumerate(item_ids)}, item_ids, encoder, patterns, reasoner)
 
     def histories(self, requests: list[InterestRequest]) -> list[list[int]]:
@@ -98,23 +113,25 @@ class InterestModel:
 
 
 def reasoning_of(model: InterestModel, requests: list[InterestRequest], late: LateItems) -> list[UserReasoning]:
-    """The version's best pattern filled for each history (nothing when the version has no pattern)."""
+    """The version's best pattern filled for each history (nothing when the version has no pattern, and nothing for
+    a user whose chain the LLM could not write). Blocking: the LLM reasoner runs its own event loop."""
     if model.patterns is None or model.reasoner is None:
         return []
     best = model.patterns.best
-    texts, vectors = apply_pattern(model.reasoner, best, model.reasoning_histories(requests, late))
+    chains = apply_pattern(model.reasoner, best, model.reasoning_histories(requests, late))
     return [
         UserReasoning(
             user_id=request.user_id,
             history_version=request.history_version,
             structure=list(best.structure),
-            steps=steps,
-            step_vectors=[[round(float(x), 5) for x in row] for row in step_vectors],
+            steps=chain.texts,
+            step_vectors=[[round(float(x), 5) for x in row] for row in chain.vectors],
             pattern_version=model.patterns.version,
             model_version=model.version,
             created_at=utcnow(),
         )
-        for request, steps, step_vectors in zip(requests, texts, vectors, strict=True)
+        for request, chain in zip(requests, chains, strict=True)
+        if chain is not None
     ]
 
 
@@ -132,6 +149,7 @@ class InterestWorker:
         self.table = LocalIndex(settings.state_dir / "interests" / settings.app_id)  # user id -> InterestResult
         self.late = LateItems(settings, bootstrap, settings.state_dir / "interests" / f"{settings.app_id}-items")
         self.model: InterestModel | None = None
+        self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)  # for an LLM pattern
         self._checked_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -158,7 +176,7 @@ class InterestWorker:
         self._checked_at = now
         newest = newest_interest_version(self.settings.model_store)
         if newest is not None and (self.model is None or self.model.version != version_of(newest)):
-            self.model = InterestModel.load(newest)
+            self.model = InterestModel.load(newest, self.settings)
             log.info("interest model loaded", extra={"version": self.model.version})
         return self.model
 
@@ -191,7 +209,7 @@ class InterestWorker:
         if todo:
             with INTEREST_INFERENCE.time():
                 inferred = await asyncio.to_thread(model.infer, histories)
-                reasoning = await asyncio.to_thread(reasoning_of, model, todo, self.late)
+                reasoning = await self._reasoning(model, todo)
         results = [
             InterestResult(
                 user_id=request.user_id,
@@ -210,6 +228,20 @@ class InterestWorker:
         for request, result in zip(todo, results, strict=True):  # only once published
             self.table.put(result.user_id, encode(result))
             INTEREST_LATENCY.observe((utcnow() - request.requested_at).total_seconds())
+
+
+    async def _reasoning(self, model: InterestModel, requests: list[InterestRequest]) -> list[UserReasoning]:
+        """The batch's reasoning steps; while an LLM server is down, held and retried behind the circuit breaker."""
+        while True:
+            await self.breaker.wait()
+            try:
+                reasoning = await asyncio.to_thread(reasoning_of, model, requests, self.late)
+            except BackendUnavailable as error:
+                LLM_UNAVAILABLE.inc()
+                self.breaker.failure(error)
+                continue
+            self.breaker.success()
+            return reasoning
 
 
 def run_interests(settings: Settings, bootstrap: str) -> None:

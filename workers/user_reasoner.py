@@ -14,6 +14,7 @@ The embedded reasoner (no LLM) writes each step from the item knowledge of the u
 items, counting labels with more weight on recent items. Each step's vector is the normalised, weighted mean of
 the MiniLM embeddings of the labels it names (embedded once per label), so chains for every training prefix
 cost no encoder call. The target's vector weighs later steps more, so a structure's order changes its target.
+The LLM backend (``workers.llm_user_reasoner``) writes the same steps with a served model instead.
 """
 
 from __future__ import annotations
@@ -124,15 +125,14 @@ class EmbeddedUserReasoner:
     """Chains for any structure and window from item knowledge alone; the no-LLM backend of SCoTER's Generate."""
 
     backend = "embedded"
+    prompt_version: str | None = None
 
     def __init__(self, labels: ItemLabels) -> None:
         self.labels = labels
 
-    def chains(
-        self, history: Sequence[int], structures: Sequence[Structure] = STRUCTURES, windows: Sequence[int] = WINDOWS
-    ) -> list[UserChain]:
-        """Every structure at every window for one history (oldest item first)."""
-        return [self.chain(history, structure, window) for window in windows for structure in structures]
+    def chains(self, histories: Sequence[Sequence[int]], structure: Structure, window: int) -> list[UserChain | None]:
+        """One chain per history (oldest item first); this backend never fails one."""
+        return [self.chain(history, structure, window) for history in histories]
 
     def chain(self, history: Sequence[int], structure: Structure, window: int) -> UserChain:
         recent = list(history)[-window:]
