@@ -11,10 +11,12 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from infra.ports import free_port
@@ -61,6 +63,31 @@ def wait_until_answers(bootstrap: str, timeout_s: float = 30.0) -> None:
             last_error = exc
             time.sleep(0.1)
     raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last_error}")
+
+
+def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0) -> None:
+    """Block until ``bootstrap`` answers and ``topics`` exist, however long that takes.
+
+    Long-running processes start with it, so that one started before its broker (or before the topics are
+    provisioned) waits and says why in an error every ``retry_s``, rather than exiting or crash-looping.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    waited = False
+    while True:
+        try:
+            existing = admin.list_topics(timeout=retry_s).topics
+        except KafkaException as exc:  # the metadata request itself waited retry_s
+            log.error("Kafka not reachable; waiting for it", extra={"bootstrap": bootstrap, "error": str(exc)})
+            waited = True
+            continue
+        missing = [topic for topic in topics if topic not in existing]
+        if not missing:
+            if waited:
+                log.warning("Kafka reachable; starting", extra={"bootstrap": bootstrap})
+            return
+        log.error("topics missing; waiting for them (`reaseq provision`)", extra={"missing": missing})
+        waited = True
+        time.sleep(retry_s)
 
 
 class EmbeddedBroker:

@@ -8,7 +8,17 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from reaseq.settings import Settings
-from reaseq.topics import CATALOG, GENERATION_SCOPED, TABLES, Role, TopicSpec, changelog_name, partitions_of, topic_config, topic_name
+from reaseq.topics import (
+    CATALOG,
+    GENERATION_SCOPED,
+    TABLES,
+    Role,
+    TopicSpec,
+    changelog_name,
+    partitions_of,
+    topic_config,
+    topic_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,11 @@ def provision(settings: Settings, bootstrap: str, generation: int) -> list[str]:
     if created:
         log.info("topics created", extra={"topics": created})
     return created
+
+
+def shared_topics(settings: Settings) -> list[str]:
+    """The topics every state generation shares: sources, features, requests, dead letters, control."""
+    return [topic_name(settings, spec) for spec in CATALOG if spec not in GENERATION_SCOPED]
 
 
 def generation_topics(settings: Settings, generation: int) -> list[str]:

@@ -74,13 +74,14 @@ def register(sa: StreamApp) -> None:
             return
         raw = pending.get(interaction.item_id)
         waiting = PendingInteractions.model_validate_json(raw) if raw else PendingInteractions()
-        if len(waiting.interactions) >= sa.settings.pending_limit:
+        if not waiting.add(interaction):
+            return  # redelivered and already waiting: checked before the limit, so never dead-lettered as well
+        if len(waiting.interactions) > sa.settings.pending_limit:
             raise ContractError(
                 DeadLetterReason.PENDING_OVERFLOW,
                 f"{sa.settings.pending_limit} interactions already wait for unknown item {interaction.item_id!r}",
             )
-        if waiting.add(interaction):
-            pending[interaction.item_id] = waiting.model_dump_json().encode()
+        pending[interaction.item_id] = waiting.model_dump_json().encode()
 
     async def handle(raw: bytes | None) -> None:
         record = decode(ByItem, raw, limit)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
 from infra.stack import spawn_async_worker, stop_process
 from infra.vllm import VLLMServer, build_tiny_model, ensure_env
-from reaseq.contracts import DeadLetterReason, KnowledgeResult
+from reaseq.contracts import DeadLetterReason, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
 from reaseq.synthetic import generate
@@ -18,6 +19,8 @@ from tests.conftest import Spawn
 from tests.support import TopicReader, send_contracts
 
 pytestmark = pytest.mark.integration
+
+LLM_OUTAGE_S = 30.0  # the LLM server is stopped this long while items are requested
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +59,23 @@ def test_vllm_enriches_items_and_a_server_outage_loses_nothing(settings: Setting
         assert len(result.step_vectors) == 5
 
         llm.stop()
+        stopped = time.monotonic()
         publish(settings, items[2:5])  # requested while the server is down: they wait, nothing is dropped
-        time.sleep(8)
-        log = (settings.state_dir / "run" / "enrich.log").read_text()
-        assert "circuit open" in log
+        time.sleep(LLM_OUTAGE_S)
+        log = settings.state_dir / "run" / "enrich.log"
+        assert "circuit open" in log.read_text()
+        assert len({r.key for r in knowledge.poll(1.0)}) == 2
         llm.start()
+        back, back_at = time.monotonic(), utcnow()
         records = knowledge.wait_for(lambda rs: len({r.key for r in rs}) == 5, timeout_s=300)
-        assert {r.key.decode() for r in records if r.key} == {item.item_id for item in items[:5]}
+        enriched_s = time.monotonic() - back
+        records = knowledge.poll(5.0)  # time for a second enrichment of any of them to show
+        enriched = {r.key.decode(): KnowledgeResult.model_validate_json(r.value or b"") for r in records if r.key}
+        assert Counter(r.key.decode() for r in records if r.key) == {item.item_id: 1 for item in items[:5]}  # once each
+        assert all(enriched[item.item_id].created_at >= back_at for item in items[2:5])  # held, then done after
+        assert "circuit closed" in log.read_text()
+        print(f"LLM server unavailable {back - stopped:.0f}s (stopped {LLM_OUTAGE_S:.0f}s, then starting); "
+              f"the held items were enriched {enriched_s:.1f}s after it answered again")
         dead = TopicReader(settings.kafka_bootstrap, topic_name(settings, DEAD_LETTERS)).poll(1.0)
         assert not [r for r in dead if DeadLetter.from_record(r.key, r.value, r.headers).agent == "enrichment"]
     finally:
