@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded broker per session, isolated topics and state per test."""
+"""Shared fixtures: one embedded broker per session, isolated topics and state per test, one vLLM server per session
+for the tests that need an LLM."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
 from infra.stack import spawn_worker, stop_process
+from infra.vllm import VLLMServer, build_tiny_model, ensure_env
 from reaseq.settings import Settings
 
 
@@ -20,6 +22,17 @@ from reaseq.settings import Settings
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """A real vLLM server (CPU build) with a tiny random model: real serving, meaningless text. The files that use
+    it (test_vllm*.py) sort next to each other, so it runs only while they do."""
+    env = ensure_env(Settings(), gpu=False)  # the project's .state/vllm-env: built once, reused by later runs
+    model = build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny")
+    server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
 from infra.stack import spawn_async_worker, stop_process
-from infra.vllm import VLLMServer, build_tiny_model, ensure_env
+from infra.vllm import VLLMServer
 from reaseq.contracts import DeadLetterReason, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
@@ -21,15 +20,6 @@ from tests.support import TopicReader, send_contracts
 pytestmark = pytest.mark.integration
 
 LLM_OUTAGE_S = 30.0  # the LLM server is stopped this long while items are requested
-
-
-@pytest.fixture(scope="module")
-def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    env = ensure_env(Settings(), gpu=False)  # the project's .state/vllm-env: built once, reused by later runs
-    model = build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny")
-    server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log").start()
-    yield server
-    server.stop()
 
 
 def with_llm(settings: Settings, server: VLLMServer, **overrides: object) -> Settings:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from infra.ports import free_port
-from infra.vllm import VLLMServer, build_tiny_model, ensure_env
+from infra.vllm import VLLMServer
 from models.patterns import REASONING_DIR, PatternLibrary, mine_patterns
 from models.text_encoder import TextEncoder
 from models.train import TrainConfig, train
@@ -34,15 +34,6 @@ WINDOW = 2
 HISTORIES = [[0, 1, 2], [3, 4], [5, 1, 0]]
 TARGETS = [3, 5, 2]
 TITLES = ["Trail running shoes", "Merino hiking socks", "Insulated water bottle", "Camping stove", "Gas canister", "Headlamp"]
-
-
-@pytest.fixture(scope="module")
-def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    env = ensure_env(Settings(), gpu=False)  # the project's .state/vllm-env: built once, reused by later runs
-    model = build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny")
-    server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
