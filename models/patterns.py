@@ -32,6 +32,7 @@ REASONING_DIR = "reasoning"  # inside a model version: the pattern library and t
 class ChainReasoner(Protocol):
     backend: str  # "embedded" or "vllm"
     prompt_version: str | None  # the LLM backend's prompt set and its hash
+    model: str | None  # the LLM backend's model, known once it has written a chain
 
     def chain(self, history: Sequence[int], structure: Structure, window: int) -> UserChain: ...
 
@@ -54,7 +55,7 @@ class PatternLibrary(BaseModel):
     """Mined patterns, best first; ``version`` hashes the patterns and how they were scored.
 
     ``backend`` is the reasoner the chains came from, and the one that must fill the pattern near-line: "embedded"
-    (chains from knowledge labels) or "vllm" (an LLM's, with ``prompt_version``). Offline, a "vllm" pattern fills
+    (chains from knowledge labels) or "vllm" (an LLM's, with ``prompt_version`` and ``llm_model``). Offline, a "vllm" pattern fills
     only ``TrainConfig.llm_fill_users`` examples per split part; the others have no steps.
     """
 
@@ -64,6 +65,7 @@ class PatternLibrary(BaseModel):
     backend: str
     k: int
     prompt_version: str | None = None
+    llm_model: str | None = None
     patterns: list[PatternScore]  # kept: the best ones
     candidates: list[PatternScore]  # every structure and window that was validated, best first
 
@@ -103,10 +105,16 @@ def mine_patterns(
             hits = sum(targets[row] in top for row, top in zip(written, found, strict=True))
             scores.append(PatternScore(structure=structure, window=window, recall=round(hits / max(users, 1), 5), users=users, failed=users - len(written)))
     ranked = sorted(scores, key=lambda score: (-score.recall, len(score.structure)))  # ties: the shorter chain
-    described = [s.model_dump() for s in ranked] + [reasoner.backend, reasoner.prompt_version, k]
+    described = [s.model_dump() for s in ranked] + [reasoner.backend, reasoner.prompt_version, reasoner.model, k]
     digest = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:12]
     return PatternLibrary(
-        version=f"patterns-{digest}", backend=reasoner.backend, k=k, prompt_version=reasoner.prompt_version, patterns=ranked[:keep], candidates=ranked
+        version=f"patterns-{digest}",
+        backend=reasoner.backend,
+        k=k,
+        prompt_version=reasoner.prompt_version,
+        llm_model=reasoner.model,
+        patterns=ranked[:keep],
+        candidates=ranked,
     )
 
 

@@ -51,6 +51,20 @@ def labels(encoder: TextEncoder) -> ItemLabels:
     return ItemLabels({"history": kinds, "needs": goes_with, "attributes": traits}, dict(enumerate(TITLES)), vectors, encoder.dimension)
 
 
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per chat call to the LLM: the number of messages it sent."""
+    sent: list[int] = []
+    complete = ChatBackend.complete
+
+    async def counted(self: ChatBackend, messages: list[dict[str, str]], schema: type) -> str:  # type: ignore[type-arg]
+        sent.append(len(messages))
+        return await complete(self, messages, schema)
+
+    monkeypatch.setattr(ChatBackend, "complete", counted)
+    return sent
+
+
 def with_llm(tmp_path: Path, server: VLLMServer, **overrides: object) -> Settings:
     fields = {"state_dir": tmp_path, "llm_url": server.base_url, "llm_model": server.name, "llm_max_tokens": 1024, "llm_concurrency": 4}
     return Settings().model_copy(update={**fields, **overrides})
@@ -91,17 +105,9 @@ def test_mining_with_the_llm_writes_every_step_and_embeds_it(tmp_path: Path, llm
 
 
 def test_invalid_answers_are_retried_counted_and_mining_still_completes(
-    tmp_path: Path, llm: VLLMServer, labels: ItemLabels, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, llm: VLLMServer, labels: ItemLabels, encoder: TextEncoder, calls: list[int]
 ) -> None:
     # Without constrained decoding the random model's text is not JSON: every answer is invalid.
-    calls: list[int] = []
-    complete = ChatBackend.complete
-
-    async def counted(self: ChatBackend, messages: list[dict[str, str]], schema: type) -> str:  # type: ignore[type-arg]
-        calls.append(len(messages))
-        return await complete(self, messages, schema)
-
-    monkeypatch.setattr(ChatBackend, "complete", counted)
     reasoner = LLMUserReasoner(labels, encoder, with_llm(tmp_path, llm, llm_guided=False, llm_max_tokens=32, llm_retries=1))
     library = mine_patterns(reasoner, item_vectors(encoder), HISTORIES, TARGETS, k=2, structures=STRUCTURES, windows=(WINDOW,))
 
@@ -110,6 +116,28 @@ def test_invalid_answers_are_retried_counted_and_mining_still_completes(
     assert len(calls) == reasoner.failed * 2  # each chain's first step: asked, then asked once more
     with pytest.raises(InvalidOutput, match="^history: not valid JSON"):
         reasoner.chain(HISTORIES[0], STRUCTURES[0], WINDOW)
+
+
+def test_chains_that_share_leading_steps_ask_them_once(tmp_path: Path, llm: VLLMServer, labels: ItemLabels, encoder: TextEncoder, calls: list[int]) -> None:
+    shared: tuple[Structure, ...] = (("history", "target"), ("history", "needs", "target"))
+    reasoner = Recording(labels, encoder, with_llm(tmp_path, llm))
+    mine_patterns(reasoner, item_vectors(encoder), HISTORIES, TARGETS, k=2, structures=shared, windows=(WINDOW,))
+
+    # per user: history once, then each structure's remaining steps (target; needs, target)
+    assert reasoner.failed == 0 and len(calls) == len(HISTORIES) * 4
+    short, long = reasoner.batches
+    for first, second in zip(short, long, strict=True):
+        assert first is not None and second is not None
+        assert second.texts[0] == first.texts[0] and np.allclose(second.vectors[0], first.vectors[0], atol=1e-5)
+
+
+def test_filling_with_another_model_than_mined_is_logged(tmp_path: Path, labels: ItemLabels, encoder: TextEncoder, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings().model_copy(update={"state_dir": tmp_path, "llm_url": "http://127.0.0.1:9/v1", "llm_model": "served-now"})
+    with caplog.at_level("WARNING", logger="workers.llm_user_reasoner"):
+        LLMUserReasoner(labels, encoder, settings, mined_with="served-now")
+        assert not caplog.records
+        LLMUserReasoner(labels, encoder, settings, mined_with="mined-then")
+    assert [record.getMessage() for record in caplog.records] == ["filling a pattern mined with another model"]
 
 
 def test_the_interest_worker_holds_a_batch_while_the_llm_is_unreachable(
@@ -159,11 +187,13 @@ def test_training_with_the_llm_reasoner_mines_fills_a_bounded_sample_and_the_ver
 
     library = PatternLibrary.load(version / REASONING_DIR)
     assert library.backend == "vllm" and library.prompt_version and all(score.users == 2 for score in library.candidates)
+    assert library.llm_model == llm.name  # asked of the server, as the settings name none
     side_inputs = json.loads((version / "metrics.json").read_text())["side_inputs"]
     assert side_inputs["examples_with_steps"] == [3, 3, 3]  # the bound, per part; the others have no steps
 
     model = InterestModel.load(version, Settings().model_copy(update={"llm_url": llm.base_url, "state_dir": tmp_path / "worker"}))
     assert isinstance(model.reasoner, LLMUserReasoner) and model.reasoner.prompt_version == library.prompt_version
+    assert model.reasoner.mined_with == library.llm_model
     request = InterestRequest(user_id="u", history_version=1, item_ids=model.item_ids[:3], requested_at=utcnow())
     worker = InterestWorker(Settings().model_copy(update={"state_dir": tmp_path / "worker"}), bootstrap="unused")
     try:

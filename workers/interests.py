@@ -74,7 +74,7 @@ class InterestModel:
             labels = ItemLabels.load(directory / REASONING_DIR)
             if patterns.backend == LLMUserReasoner.backend:
                 folder = (patterns.prompt_version or settings.prompt_version).rsplit("-", 1)[0]
-                reasoner = LLMUserReasoner(labels, encoder, settings, prompt_folder=folder)
+                reasoner = LLMUserReasoner(labels, encoder, settings, prompt_folder=folder, mined_with=patterns.llm_model)
                 if reasoner.prompt_version != patterns.prompt_version:
                     log.warning("user prompts changed since the pattern was mined", extra={"mined": patterns.prompt_version, "now": reasoner.prompt_version})
             else:

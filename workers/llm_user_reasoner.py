@@ -5,7 +5,9 @@ the user's recent items (titles and their knowledge labels, oldest first) and th
 a short JSON answer ``{"text": ...}`` comes out, validated and asked again with the error like the enrichment
 agents' answers (``workers.agents.ask``). The chains of a batch are written concurrently (``llm_concurrency`` at
 once), then all their step texts are embedded in one encoder call; a chain's target vector is the embedding of
-its target step.
+its target step. Chains that share leading steps over the same recent items share those steps' answers (kept in an
+LRU memory of ``STEP_MEMORY`` steps): mining asks each prefix of the structures once per user, not once per
+structure.
 
 A chain whose answers are still invalid after ``llm_retries`` re-asks fails: ``chains`` gives None for it, logs
 it and counts it in ``failed``, so one bad chain never stops mining or a batch; ``chain`` raises
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Sequence
 
 import openai
+from cachetools import LRUCache
 from pydantic import BaseModel, Field
 
 from models.text_encoder import TextEncoder
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 STEP_CHARS = 300  # per step: the answer schema's limit, so guided decoding closes the string in time
 TITLE_CHARS = 80
 LABEL_NAMES = {"history": "kind", "needs": "goes with", "attributes": "attributes"}  # per ItemLabels.SOURCES step
+STEP_MEMORY = 100_000  # step answers kept for reuse; enough for mining 3,000 users' structures over two windows
 
 
 class StepAnswer(BaseModel):
@@ -46,7 +50,10 @@ class LLMUserReasoner:
 
     backend = "vllm"
 
-    def __init__(self, labels: ItemLabels, encoder: TextEncoder, settings: Settings, prompt_folder: str | None = None) -> None:
+    def __init__(
+        self, labels: ItemLabels, encoder: TextEncoder, settings: Settings, prompt_folder: str | None = None, mined_with: str | None = None
+    ) -> None:
+        """``mined_with``: the model that mined the pattern this reasoner fills; filling with another is logged."""
         if not settings.llm_url:
             raise ValueError("the LLM user reasoner needs REASEQ_LLM_URL (e.g. http://127.0.0.1:8000/v1)")
         self.url: str = settings.llm_url
@@ -56,7 +63,12 @@ class LLMUserReasoner:
         self.prompts = PromptSet(prompt_folder or settings.prompt_version, roles=USER_ROLES)
         self.prompt_version: str | None = self.prompts.version
         self.model = settings.llm_model
+        self.mined_with = mined_with
         self.failed = 0  # chains given up on since this reasoner was made
+        # (recent items as the prompts show them, structure prefix) -> that prefix's last step
+        self.step_memory: LRUCache[tuple[str, Structure], str] = LRUCache(STEP_MEMORY)
+        if self.model:
+            self._check_model()
 
     def chain(self, history: Sequence[int], structure: Structure, window: int) -> UserChain:
         """One history's chain; raises ``InvalidOutput`` when the LLM's answers stay invalid."""
@@ -116,9 +128,14 @@ class LLMUserReasoner:
     async def _write(self, chat: ChatBackend, history: Sequence[int], structure: Structure, window: int) -> list[str]:
         items = self._render(list(history)[-window:])
         texts: list[str] = []
-        for step in structure:
-            answer = await ask(chat, self.prompts.messages(f"user_{step}", items, "\n".join(texts)), StepAnswer, step, self.settings.llm_retries)
-            texts.append(f"{step}: {answer.text.strip()}")
+        for depth, step in enumerate(structure, 1):
+            key = (items, structure[:depth])
+            text = self.step_memory.get(key)
+            if text is None:
+                messages = self.prompts.messages(f"user_{step}", items, "\n".join(texts))
+                answer = await ask(chat, messages, StepAnswer, step, self.settings.llm_retries)
+                text = self.step_memory[key] = f"{step}: {answer.text.strip()}"
+            texts.append(text)
         return texts
 
     def _render(self, recent: list[int]) -> str:
@@ -139,4 +156,9 @@ class LLMUserReasoner:
                 self.model = await first_model(self.url, timeout_s=self.settings.llm_timeout_s)
             except openai.OpenAIError as error:
                 raise BackendUnavailable(f"{type(error).__name__}: {error}") from error
+            self._check_model()
         return self.model
+
+    def _check_model(self) -> None:
+        if self.mined_with and self.model != self.mined_with:
+            log.warning("filling a pattern mined with another model", extra={"mined_with": self.mined_with, "model": self.model})

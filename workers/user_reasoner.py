@@ -126,6 +126,7 @@ class EmbeddedUserReasoner:
 
     backend = "embedded"
     prompt_version: str | None = None
+    model: str | None = None
 
     def __init__(self, labels: ItemLabels) -> None:
         self.labels = labels
