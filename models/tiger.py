@@ -305,6 +305,8 @@ class TigerRanker(torch.nn.Module):
                 self.side["steps"] = torch.nn.Linear(side.vector_dim, width)
             if side.reasoning == "structured":
                 self.side["step_position"] = torch.nn.Embedding(side.max_steps, width)
+                # zeros at first: an N(0, 1) row is a fixed offset larger than the projected step it is added to
+                torch.nn.init.zeros_(self.side["step_position"].weight)
             if side.beyond_log:
                 self.side["segment"] = torch.nn.Embedding(2, width)
         # item index -> knowledge vector (zeros: none); data, not weights, so set by the trainer and the server

@@ -85,7 +85,8 @@ class TrainConfig(BaseModel):
     interest_model: bool = True  # train the interest model the version serves (the near-line worker's)
     pattern_users: int | None = 3000  # validation examples Generate-Validate-Mine scores chains on (None: all)
     # Who writes the users' reasoning chains: the embedded reasoner (no LLM), or the LLM at REASEQ_LLM_URL, which
-    # costs one call per step per chain (GVM: pattern_users x 18 candidate chains), so lower pattern_users with it.
+    # costs one call per distinct step prefix (GVM: pattern_users x 2 windows x 18 prefixes of the 9 structures, where
+    # writing each chain whole would take 26), so lower pattern_users with it.
     user_reasoner: UserReasonerKind = "embedded"
     llm_fill_users: int | None = 2000  # with the LLM: examples per split part whose steps it fills (None: all)
     seed: int = 42
