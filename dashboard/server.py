@@ -18,8 +18,7 @@ from aiohttp import web
 
 from dashboard.follow import TopicFollower, View
 from dashboard.health import HealthSampler
-from infra.stack import load_run_state
-from infra.triton import TritonEndpoints
+from infra.stack import triton_endpoints
 from reaseq.settings import Settings
 from serving.client import RankClient, RankRequestError, RankUnavailableError
 
@@ -28,14 +27,8 @@ log = logging.getLogger(__name__)
 RECOMMENDATIONS_K = 10
 
 
-def local_triton(settings: Settings) -> TritonEndpoints | None:
-    """Triton of the local stack (its run state), if it runs."""
-    state = load_run_state(settings)
-    return None if state is None or state.triton is None else state.triton.endpoints()
-
-
 class Recommender:
-    """Top-k recommendations from the local stack's Triton, one RankClient per endpoint it has seen."""
+    """Top-k recommendations from Triton (``infra.stack.triton_endpoints``), one RankClient per endpoint it has seen."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -43,9 +36,9 @@ class Recommender:
 
     def recommend(self, user_id: str, k: int) -> View:
         """Triton's answer, or ``served: false`` with the reason when no ranker is served."""
-        endpoints = local_triton(self.settings)
+        endpoints = triton_endpoints(self.settings)
         if endpoints is None:
-            return {"served": False, "detail": "no ranker served: Triton is not running in the local stack"}
+            return {"served": False, "detail": "no ranker served: Triton is not running in the local stack, and none is configured"}
         url = endpoints.grpc_url
         client = self._clients.get(url) or self._clients.setdefault(
             url, RankClient(url, "grpc", timeout_s=2.0, retries=1)

@@ -110,6 +110,20 @@ def load_run_state(settings: Settings) -> RunState | None:
     return state
 
 
+def triton_endpoints(settings: Settings) -> TritonEndpoints | None:
+    """The Triton that clients dial: the local stack's (from its run state), else the one the settings name with
+    ``REASEQ_TRITON_HOST`` and all three ports (a Triton in another container, as in compose); None without either."""
+    from infra.triton import TritonEndpoints
+
+    state = load_run_state(settings)
+    if state is not None and state.triton is not None:
+        return state.triton.endpoints()
+    s = settings
+    if s.triton_http_port and s.triton_grpc_port and s.triton_metrics_port:
+        return TritonEndpoints(s.triton_host, s.triton_http_port, s.triton_grpc_port, s.triton_metrics_port)
+    return None
+
+
 def save_run_state(settings: Settings, state: RunState) -> None:
     run_dir(settings).mkdir(parents=True, exist_ok=True)
     _run_file(settings).write_text(json.dumps(asdict(state), indent=2))

@@ -274,13 +274,13 @@ def serve() -> None:
 
 
 def _triton_endpoints() -> TritonEndpoints:
-    from infra.stack import load_run_state
+    from infra.stack import triton_endpoints
 
-    state = load_run_state(get_settings())
-    if state is None or state.triton is None:
-        console.print("[red]Triton is not running: `reaseq up` starts it once a ranker is trained[/red]")
+    endpoints = triton_endpoints(get_settings())
+    if endpoints is None:
+        console.print("[red]Triton is not running: `reaseq up` starts it once a ranker is trained (or name one with REASEQ_TRITON_*)[/red]")
         raise typer.Exit(2)
-    return state.triton.endpoints()
+    return endpoints
 
 
 @app.command()

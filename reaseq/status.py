@@ -109,23 +109,22 @@ def llm_health(settings: Settings, timeout_s: float = 3.0) -> Health:
 
 
 def triton_health(settings: Settings) -> Health:
-    """Whether the local stack's Triton answers, and which ranker version it serves."""
-    from infra.stack import load_run_state
+    """Whether Triton (the local stack's, or the one the settings name) answers, and which ranker version it serves."""
+    from infra.stack import triton_endpoints
     from infra.triton import ModelRepository, served_version
 
-    state = load_run_state(settings)
-    if state is None or state.triton is None:
-        return Health("off", "not running in the local stack: no recommendations")
-    t = state.triton
-    endpoints = t.endpoints()
+    endpoints = triton_endpoints(settings)
+    if endpoints is None:
+        return Health("off", "not running in the local stack, and none configured (REASEQ_TRITON_*): no recommendations")
     try:
         version = served_version(endpoints)
     except (InferenceServerException, OSError) as error:  # a broken server's error is the health to show
-        return Health("down", f"pid {t.pid}, grpc {endpoints.grpc_url}: not answering: {error}")
+        return Health("down", f"grpc {endpoints.grpc_url}: not answering: {error}")
     if version is None:
-        return Health("busy", f"pid {t.pid}, grpc {endpoints.grpc_url}: up, no ranker version ready")
-    model_dir = ModelRepository(settings).versions().get(version)
-    return Health("ok", f"pid {t.pid}, grpc {endpoints.grpc_url}, metrics {endpoints.metrics_url}: ranker version {version} ready, {model_dir}")
+        return Health("busy", f"grpc {endpoints.grpc_url}: up, no ranker version ready")
+    model_dir = ModelRepository(settings).versions().get(version)  # known where the repository is local
+    where = f", {model_dir}" if model_dir else ""
+    return Health("ok", f"grpc {endpoints.grpc_url}, metrics {endpoints.metrics_url}: ranker version {version} ready{where}")
 
 
 def render(status: Status) -> Group:

@@ -132,7 +132,7 @@ def test_operator_page_shows_health_enriched_items_and_a_user_lookup(
             assert [entry["item_id"] for entry in answer["history"]["entries"]] == history[: settings.history_length]
             assert answer["recommendations"] == {
                 "served": False,
-                "detail": "no ranker served: Triton is not running in the local stack",
+                "detail": "no ranker served: Triton is not running in the local stack, and none is configured",
             }
 
             health = get_json(f"{base}/api/health")

@@ -17,6 +17,7 @@ import pytest
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from dashboard.server import Recommender
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
 from infra.stack import spawn_worker, stop_process
@@ -36,6 +37,7 @@ from reaseq.contracts import (
     utcnow,
 )
 from reaseq.settings import Settings
+from reaseq.status import triton_health
 from reaseq.synthetic import SyntheticWorld, generate
 from reaseq.topics import EVENTS, INTERESTS, ITEM_FEATURES, ITEMS, USER_FEATURES, USER_REASONING, topic_name
 from serving.client import RankClient, RankRequestError
@@ -113,6 +115,27 @@ def test_ranks_known_users_and_answers_unknown_ones(served: Served) -> None:
     cold = client.rank("someone-new", k=4)
     assert cold.source is RankSource.COLD_START and len(cold.items) == 4
     assert served.client("http").rank(user, k=5) == top  # both protocols, same answer
+
+
+def test_a_triton_named_by_settings_is_found_without_a_local_stack(served: Served, tmp_path: Path) -> None:
+    """As in compose: the page and the CLI run beside Triton, not in its stack (no run state to find it by)."""
+    endpoints = served.triton.endpoints
+    elsewhere = served.settings.model_copy(update={"state_dir": tmp_path})
+    assert triton_health(elsewhere).state == "off" and Recommender(elsewhere).recommend("anyone", 3)["served"] is False
+
+    named = elsewhere.model_copy(
+        update={
+            "triton_host": endpoints.host,
+            "triton_http_port": endpoints.http_port,
+            "triton_grpc_port": endpoints.grpc_port,
+            "triton_metrics_port": endpoints.metrics_port,
+        }
+    )
+    health = triton_health(named)
+    assert health.state == "ok" and f"grpc {endpoints.grpc_url}" in health.detail and "ready" in health.detail
+    user = served.world.interactions[0].user_id
+    view = Recommender(named).recommend(user, 3)
+    assert view["served"] is True and view["source"] == RankSource.MODEL.value and len(view["items"]) == 3
 
 
 def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
