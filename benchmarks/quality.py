@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model")
     parser.add_argument("--sasrec-epochs", type=int, default=200)
+    parser.add_argument("--seed", type=int, help="another seed for training (the RQ-VAE IDs, example order, mined users, interest models) and the ranker's weights; the split stays (default: the configs')")
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
@@ -84,9 +85,10 @@ def main() -> None:
             dataset=args.data / name,
             ids=RUNS[name],
             epochs=args.epochs,
-            ranker=RANKER_SIZES[args.size],
+            ranker=RANKER_SIZES[args.size] if args.seed is None else RANKER_SIZES[args.size].model_copy(update={"seed": args.seed}),
             interests=InterestTrainConfig(max_minutes=args.interest_minutes),
             interest_model=False,  # rows need only the cross-fitted ones
+            **({} if args.seed is None else {"seed": args.seed}),
         )
         has_text = load_dataset(config.dataset).item_text is not None
         skipped = {model: "the dataset has no item text" for model in args.models if model in NEEDS_TEXT and not has_text}
@@ -105,12 +107,13 @@ def main() -> None:
             "size": args.size,
             "epochs": args.epochs,
             "interest_minutes": args.interest_minutes,
+            "seeds": {"training": config.seed, "ranker_weights": config.ranker.seed},
             "partial": "tiger" not in runs,  # a run without the baseline row is not the benchmark's table
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "date": date.today().isoformat(),
             "machine": platform.platform(),
         }
-        suffix = "" if not result["partial"] else "-" + "-".join(args.models)
+        suffix = ("" if not result["partial"] else "-" + "-".join(args.models)) + ("" if args.seed is None else f"-seed{args.seed}")
         (args.results / f"quality-{name.removeprefix('amazon-')}{suffix}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
 
