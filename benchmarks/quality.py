@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import platform
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from benchmarks.sizes import RANKER_SIZES
 from models.datasets import leave_one_out, load_dataset
 from models.interest_training import InterestTrainConfig
 from models.sasrec import SASRecConfig, train_sasrec
+from models.text_encoder import DEFAULT_MODEL
 from models.train import NEEDS_TEXT, VARIANTS, TrainConfig, train, with_variant
 
 PUBLISHED = {
@@ -62,6 +66,22 @@ def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_model(model: str, config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
+    return run_sasrec(config, args) if model == "sasrec" else run_variant(model, config, args)
+
+
+def run_all(tasks: list[tuple[str, str, TrainConfig]], args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (dataset, model) run: one after another, or ``--jobs`` at a time in processes of their own, since one
+    small ranker leaves most of a GPU idle. The runs are independent: the same split and seeds either way."""
+    if args.jobs == 1:
+        return {(dataset, model): run_model(model, config, args) for dataset, model, config in tasks}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        futures = {(dataset, model): pool.submit(run_model, model, config, args) for dataset, model, config in tasks}
+        return {key: future.result() for key, future in futures.items()}
+
+
 MODELS = [*VARIANTS, "sasrec"]
 
 
@@ -72,50 +92,74 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--size", choices=list(RANKER_SIZES), default="paper", help="ranker size; compact for CPU runs")
     parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--train-minutes", type=float, help="time budget of each ranker's training, beside --epochs (default: none)")
     parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model")
     parser.add_argument("--sasrec-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, help="another seed for training (the RQ-VAE IDs, example order, mined users, interest models) and the ranker's weights; the split stays (default: the configs')")
+    parser.add_argument("--encoder", default=DEFAULT_MODEL, help="sentence-transformers model name or folder for item and step texts")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (useful on a GPU)")
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
-    for name in args.datasets:
-        config = TrainConfig(
-            dataset=args.data / name,
-            ids=RUNS[name],
-            epochs=args.epochs,
-            ranker=RANKER_SIZES[args.size] if args.seed is None else RANKER_SIZES[args.size].model_copy(update={"seed": args.seed}),
-            interests=InterestTrainConfig(max_minutes=args.interest_minutes),
-            interest_model=False,  # rows need only the cross-fitted ones
-            **({} if args.seed is None else {"seed": args.seed}),
-        )
-        has_text = load_dataset(config.dataset).item_text is not None
-        skipped = {model: "the dataset has no item text" for model in args.models if model in NEEDS_TEXT and not has_text}
-        runs = {
-            model: run_sasrec(config, args) if model == "sasrec" else run_variant(model, config, args)
-            for model in args.models
-            if model not in skipped
-        }
-        rows = [run.pop("row") for run in runs.values()]
-        rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
-        result = {
-            "dataset": name,
-            "rows": rows,
-            "runs": runs,  # per model: device, training seconds, epochs run (and the model version of each variant)
-            "skipped": skipped,
-            "size": args.size,
-            "epochs": args.epochs,
-            "interest_minutes": args.interest_minutes,
-            "seeds": {"training": config.seed, "ranker_weights": config.ranker.seed},
-            "partial": "tiger" not in runs,  # a run without the baseline row is not the benchmark's table
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "date": date.today().isoformat(),
-            "machine": platform.platform(),
-        }
-        suffix = ("" if not result["partial"] else "-" + "-".join(args.models)) + ("" if args.seed is None else f"-seed{args.seed}")
-        (args.results / f"quality-{name.removeprefix('amazon-')}{suffix}.json").write_text(json.dumps(result, indent=2))
-        print(json.dumps(result, indent=2))
+    configs = {name: dataset_config(name, args) for name in args.datasets}
+    skipped = {name: skipped_models(config, args.models) for name, config in configs.items()}
+    tasks = [(name, model, config) for name, config in configs.items() for model in args.models if model not in skipped[name]]
+    runs = run_all(sorted(tasks, key=lambda task: heaviest_first(task[1])), args)
+    for name, config in configs.items():
+        write_result(name, config, {model: runs[name, model] for model in args.models if model not in skipped[name]}, skipped[name], args)
+
+
+def heaviest_first(model: str) -> tuple[bool, bool]:
+    """Sort key that starts parallel jobs with the longest runs: interest inference, then pattern mining."""
+    side = VARIANTS[model][1] if model in VARIANTS else None
+    return (side is None or not side.beyond_log, side is None or side.reasoning == "none")
+
+
+def dataset_config(name: str, args: argparse.Namespace) -> TrainConfig:
+    ranker = RANKER_SIZES[args.size] if args.seed is None else RANKER_SIZES[args.size].model_copy(update={"seed": args.seed})
+    return TrainConfig(
+        dataset=args.data / name,
+        ids=RUNS[name],
+        encoder=args.encoder,
+        epochs=args.epochs,
+        max_minutes=args.train_minutes,
+        ranker=ranker,
+        interests=InterestTrainConfig(max_minutes=args.interest_minutes),
+        interest_model=False,  # rows need only the cross-fitted ones
+        **({} if args.seed is None else {"seed": args.seed}),
+    )
+
+
+def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
+    has_text = load_dataset(config.dataset).item_text is not None
+    return {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
+
+
+def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace) -> None:
+    rows = [run.pop("row") for run in runs.values()]
+    rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
+    result = {
+        "dataset": name,
+        "rows": rows,
+        "runs": runs,  # per model: device, training seconds, epochs run (and the model version of each variant)
+        "skipped": skipped,
+        "size": args.size,
+        "epochs": args.epochs,
+        "train_minutes": args.train_minutes,
+        "interest_minutes": args.interest_minutes,
+        "jobs": args.jobs,  # with more than one, the runs shared the machine, so their times are not one run's alone
+        "encoder": args.encoder,
+        "seeds": {"training": config.seed, "ranker_weights": config.ranker.seed},
+        "partial": "tiger" not in runs,  # a run without the baseline row is not the benchmark's table
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "date": date.today().isoformat(),
+        "machine": platform.platform(),
+    }
+    suffix = ("" if not result["partial"] else "-" + "-".join(args.models)) + ("" if args.seed is None else f"-seed{args.seed}")
+    (args.results / f"quality-{name.removeprefix('amazon-')}{suffix}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

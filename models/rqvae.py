@@ -121,7 +121,7 @@ class RQVAE(nn.Module):
         was_training = self.training
         self.eval()
         device = self.codebooks.device
-        data = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).reshape(-1, self.input_dim)
+        data = torch.as_tensor(embeddings, dtype=torch.float32).reshape(-1, self.input_dim)  # an array, or a tensor on any device
         parts = [
             self.quantise(self.encoder(data[start : start + batch_size].to(device)))[0].cpu()
             for start in range(0, len(data), batch_size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+LOCK_WAIT_SECONDS = 600.0  # how long ``encode`` waits for another process to finish with the cache
 
 
 
@@ -44,7 +46,7 @@ class TextEncoder:
     The cache is a RocksDB store keyed by ``sha256(model id, text)``; each model batch is written as one
     atomic write batch (behind RocksDB's write-ahead log), so a crash loses at most the batch in flight and
     never leaves a half-written vector. The store is opened only for the duration of ``encode`` because
-    RocksDB allows one writer process per folder.
+    RocksDB allows one process per folder; an ``encode`` that finds it held waits its turn (``LOCK_WAIT_SECONDS``).
     """
 
     def __init__(
@@ -137,8 +139,20 @@ class TextEncoder:
             yield None
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        store = Rdict(str(self.cache_dir), Options(raw_mode=True))
+        store = _open_waiting(self.cache_dir)
         try:
             yield store
         finally:
             store.close()
+
+
+def _open_waiting(folder: Path, wait: float = LOCK_WAIT_SECONDS) -> Rdict:
+    """Open the RocksDB store, retrying while another process (or another ``encode``) holds its lock."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return Rdict(str(folder), Options(raw_mode=True))
+        except Exception as error:  # rocksdict raises a bare Exception; only a held lock is worth waiting for
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

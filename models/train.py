@@ -73,6 +73,7 @@ class TrainConfig(BaseModel):
     rqvae: RQVAEConfig = RQVAEConfig()
     ranker: TigerConfig = TigerConfig(side=FULL)
     epochs: int = 200
+    max_minutes: float | None = None  # bounds the ranker's training by time as well as by epochs; validated when it stops
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -164,11 +165,13 @@ def evaluate(
 
 
 def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path, side: SideData) -> dict[str, object]:
-    """Train with AdamW, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10."""
+    """Train with AdamW, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10; stop after
+    ``patience`` validations without improvement, or after the epoch that used up ``max_minutes``."""
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     order = np.arange(len(split.train))
     rng = np.random.default_rng(config.seed)
-    best, stale, history = -1.0, 0, []
+    deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
+    best, stale, history, out_of_time = -1.0, 0, [], False
     for epoch in range(1, config.epochs + 1):
         ranker.train()
         rng.shuffle(order)
@@ -188,7 +191,8 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
             optimiser.step()
             total += loss.item() * len(rows)
         entry: dict[str, object] = {"epoch": epoch, "loss": total / len(order)}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
             metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid)
             entry["valid"] = metrics
             if metrics["ndcg@10"] > best:
@@ -198,9 +202,9 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
                 stale += 1
         history.append(entry)
         tqdm.write(json.dumps(entry))
-        if stale >= config.patience:
+        if stale >= config.patience or out_of_time:
             break
-    return {"history": history, "best_valid_ndcg@10": best}
+    return {"history": history, "best_valid_ndcg@10": best, "stopped_by_time": out_of_time}
 
 
 def version_name(config: TrainConfig, ids: SemanticIdTable) -> str:

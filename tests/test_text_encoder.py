@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +50,28 @@ def test_second_encoding_is_served_from_the_cache(tmp_path: Path) -> None:
 def test_cache_keys_depend_on_the_model(tmp_path: Path) -> None:
     assert TextEncoder().key("text") != TextEncoder("some/other-model").key("text")
     assert cache_dir_for(tmp_path, "Org/Model v2") == tmp_path / "embeddings" / "org-model-v2"
+
+
+def test_encoding_waits_while_another_process_holds_the_cache(tmp_path: Path) -> None:
+    cache = cache_dir_for(tmp_path, DEFAULT_MODEL)
+    TextEncoder(cache_dir=cache, device="cpu").encode(TEXTS[:1])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CACHE, str(cache)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+
+    started = time.monotonic()
+    vectors = TextEncoder(cache_dir=cache, device="cpu").encode(TEXTS)
+    assert holder.wait(timeout=30) == 0
+    assert time.monotonic() - started >= 1.0, "it opened the store while the other process held it"
+    assert vectors.shape == (4, 384)
+
+
+HOLD_CACHE = """
+import sys, time
+from rocksdict import Options, Rdict
+store = Rdict(sys.argv[1], Options(raw_mode=True))
+print("holding", flush=True)
+time.sleep(1.5)
+store.close()
+"""

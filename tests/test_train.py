@@ -55,6 +55,16 @@ def test_training_writes_a_loadable_versioned_model(tmp_path: Path) -> None:
     assert all(0 <= item < 120 for item in interests.infer([[0, 1, 2]]).items[0].tolist())
 
 
+def test_a_time_budget_stops_training_after_a_validated_epoch(tmp_path: Path) -> None:
+    write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
+    fields = {**TINY_TRAINING, "epochs": 6, "eval_every": 3, "max_minutes": 0, "interest_model": False}
+    version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
+    metrics = json.loads((version / "metrics.json").read_text())
+    assert [entry["epoch"] for entry in metrics["history"]] == [1] and metrics["stopped_by_time"]
+    assert "valid" in metrics["history"][0], "the last epoch before the stop is validated, so its weights are kept"
+    assert (version / "ranker").exists()
+
+
 def test_semantic_ids_from_knowledge_enriched_text(tmp_path: Path) -> None:
     write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
     data = load_dataset(tmp_path / "tiny")
