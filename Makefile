@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test browser bench-stream bench-quality bench-serving bench-enrich bench-interest bench-load clean
+.PHONY: setup demo up down test browser bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,9 @@ bench-enrich: setup
 
 bench-interest: setup
 	$(BIN)/python -m benchmarks.interest
+
+bench-training: setup
+	$(BIN)/python -m benchmarks.training
 
 bench-load: setup
 	$(BIN)/python -m benchmarks.load

@@ -247,6 +247,71 @@ def collate(
     return TigerBatch(input_ids, attention_mask, labels, token_items, step_slots, segments_tensor, steps)
 
 
+# What ``collate`` pads each field with, so that a row selection of a wider batch trims to the same tensors.
+_PADDING = {"input_ids": PAD, "attention_mask": 0, "token_items": -1, "step_slots": -1, "segments": 0}
+
+
+@dataclass(frozen=True)
+class CollatedExamples:
+    """Examples tokenized and padded once, so that a training batch is a row selection rather than a ``collate``:
+    that Python work per example, repeated every epoch, otherwise paces a small ranker on a GPU."""
+
+    batch: TigerBatch  # every example, padded to the longest; on the model's device
+    lengths: np.ndarray  # tokens of each row
+    step_counts: np.ndarray  # step vectors of each row
+
+    def select(self, rows: np.ndarray) -> TigerBatch:
+        """The batch that ``collate`` builds from these rows: padded to their own longest row and step count."""
+        index = torch.as_tensor(rows, device=self.batch.input_ids.device)
+        width, count = int(self.lengths[rows].max()), int(self.step_counts[rows].max())
+        values: dict[str, torch.Tensor | None] = {}
+        for field in fields(TigerBatch):
+            value = getattr(self.batch, field.name)
+            if value is None or field.name == "labels":
+                values[field.name] = None if value is None else value[index]
+            else:
+                values[field.name] = value[index, :count] if field.name == "steps" else value[index, :width]
+        return TigerBatch(**values)
+
+
+def collate_all(
+    tokenizer: SemanticIdTokenizer,
+    users: Sequence[str],
+    histories: Sequence[Sequence[int]],
+    targets: Sequence[int] | None,
+    max_history: int,
+    contexts: Sequence[UserContext] | None,
+    side: SideInputs,
+    device: torch.device,
+    chunk: int = 4096,
+) -> CollatedExamples:
+    """``collate`` over all examples, a chunk at a time (to bound the Python lists), joined at the widest chunk."""
+    parts = [
+        collate(
+            tokenizer, users[start : start + chunk], histories[start : start + chunk],
+            None if targets is None else targets[start : start + chunk], max_history,
+            None if contexts is None else contexts[start : start + chunk], side,
+        )
+        for start in range(0, len(users), chunk)
+    ]
+    width = max(part.input_ids.size(1) for part in parts)
+    count = max((part.steps.size(1) for part in parts if part.steps is not None), default=0)
+    joined: dict[str, torch.Tensor | None] = {}
+    for field in fields(TigerBatch):
+        values = [getattr(part, field.name) for part in parts]
+        if values[0] is None:
+            joined[field.name] = None
+        elif field.name == "labels":
+            joined[field.name] = torch.cat(values)
+        elif field.name == "steps":
+            joined[field.name] = torch.cat([F.pad(value, (0, 0, 0, count - value.size(1))) for value in values])
+        else:
+            joined[field.name] = torch.cat([F.pad(value, (0, width - value.size(1)), value=_PADDING[field.name]) for value in values])
+    batch = TigerBatch(**joined)
+    steps = np.zeros(len(users), dtype=np.int64) if batch.step_slots is None else (batch.step_slots >= 0).sum(1).numpy()
+    return CollatedExamples(batch.to(device), batch.attention_mask.sum(1).numpy(), steps)
+
+
 def _step_inputs(steps: np.ndarray | None, side: SideInputs) -> np.ndarray:
     """The step vectors the encoder reads: none, their mean (pooled), or the first ``max_steps`` in order."""
     if side.reasoning == "none" or steps is None or len(steps) == 0:
@@ -329,6 +394,16 @@ class TigerRanker(torch.nn.Module):
     ) -> TigerBatch:
         """``collate`` with this model's history length and side inputs, on this model's device."""
         return collate(self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side).to(self.device)
+
+    def collate_all(
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        targets: Sequence[int] | None = None,
+        contexts: Sequence[UserContext] | None = None,
+    ) -> CollatedExamples:
+        """``collate_all`` with this model's history length and side inputs, on this model's device."""
+        return collate_all(self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side, self.device)
 
     def set_item_vectors(self, vectors: torch.Tensor) -> None:
         """Knowledge vectors by item index [I, vector_dim]; rows of zeros for items without knowledge."""

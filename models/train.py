@@ -171,26 +171,21 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
     order = np.arange(len(split.train))
     rng = np.random.default_rng(config.seed)
     deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
+    examples = ranker.collate_all(split.train.users, split.train.histories, split.train.targets, side.train)
     best, stale, history, out_of_time = -1.0, 0, [], False
     for epoch in range(1, config.epochs + 1):
         ranker.train()
         rng.shuffle(order)
-        total = 0.0
+        total = torch.zeros((), device=ranker.device)  # summed on the device: a per-batch .item() waits for the GPU
         batches = range(0, len(order), config.batch_size)
         for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False):
             rows = order[start : start + config.batch_size]
-            batch = ranker.batch(
-                [split.train.users[i] for i in rows],
-                [split.train.histories[i] for i in rows],
-                [split.train.targets[i] for i in rows],
-                [side.train[i] for i in rows],
-            )
-            loss = ranker.loss(batch)
+            loss = ranker.loss(examples.select(rows))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += loss.item() * len(rows)
-        entry: dict[str, object] = {"epoch": epoch, "loss": total / len(order)}
+            total += loss.detach() * len(rows)
+        entry: dict[str, object] = {"epoch": epoch, "loss": total.item() / len(order)}
         out_of_time = deadline is not None and time.monotonic() > deadline
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
             metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid)

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from models.tiger import EOS, PAD, SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker, UserContext, collate
+from models.tiger import (
+    EOS,
+    PAD,
+    SemanticIdTokenizer,
+    SideInputs,
+    TigerConfig,
+    TigerRanker,
+    UserContext,
+    collate,
+    collate_all,
+)
 from tests.test_tiger import LEVELS, random_codes
 
 ITEMS = 40
@@ -45,6 +55,28 @@ def test_layout_puts_steps_after_the_user_and_beyond_log_after_the_history() -> 
     assert torch.allclose(pooled.steps[0, 0], torch.from_numpy(steps.mean(0)))  # type: ignore[index]
     plain = collate(tok, ["u"], [[1, 2]])
     assert plain.input_ids[0].tolist() == tok.encode_history("u", [1, 2]) and plain.steps is None
+
+
+@pytest.mark.parametrize("side", [{}, {"reasoning": "structured", "beyond_log": True, "knowledge": True}, {"reasoning": "pooled"}])
+def test_rows_of_examples_collated_once_are_the_batch_collate_builds(side: dict[str, object]) -> None:
+    tok, rng = tokenizer(), random.Random(5)
+    users = [f"u{index}" for index in range(50)]
+    histories = [[rng.randrange(ITEMS) for _ in range(rng.randint(1, 25))] for _ in users]
+    targets = [rng.randrange(ITEMS) for _ in users]
+    contexts = [  # some examples without steps, some with fewer than the most
+        UserContext(None if index % 4 == 0 else np.random.default_rng(index).random((1 + index % 3, DIM), dtype=np.float32),
+                    [rng.randrange(ITEMS) for _ in range(index % 5)])
+        for index in range(len(users))
+    ]
+    sides = config(**side).side
+    everything = collate_all(tok, users, histories, targets, 20, contexts, sides, torch.device("cpu"), chunk=16)
+    for rows in ([0, 4, 8], [3, 17, 40, 2], list(range(50))[::-1]):
+        built = collate(tok, [users[i] for i in rows], [histories[i] for i in rows], [targets[i] for i in rows], 20,
+                        [contexts[i] for i in rows], sides)
+        selected = everything.select(np.array(rows))
+        for name, value in vars(built).items():
+            other = getattr(selected, name)
+            assert (value is None and other is None) or torch.equal(value, other), name
 
 
 def planted(count: int, seed: int, signal: np.ndarray) -> tuple[list[str], list[list[int]], list[int], list[UserContext]]:
