@@ -257,6 +257,7 @@ class CollatedExamples:
     that Python work per example, repeated every epoch, otherwise paces a small ranker on a GPU."""
 
     batch: TigerBatch  # every example, padded to the longest; on the model's device
+    # Kept on the host, so that trimming a selection to its own width never waits for the device.
     lengths: np.ndarray  # tokens of each row
     step_counts: np.ndarray  # step vectors of each row
 
@@ -267,10 +268,14 @@ class CollatedExamples:
         values: dict[str, torch.Tensor | None] = {}
         for field in fields(TigerBatch):
             value = getattr(self.batch, field.name)
-            if value is None or field.name == "labels":
-                values[field.name] = None if value is None else value[index]
+            if value is None:
+                values[field.name] = None
+            elif field.name == "labels":
+                values[field.name] = value[index]
+            elif field.name == "steps":
+                values[field.name] = value[index, :count]
             else:
-                values[field.name] = value[index, :count] if field.name == "steps" else value[index, :width]
+                values[field.name] = value[index, :width]
         return TigerBatch(**values)
 
 
