@@ -17,7 +17,8 @@ import json
 import multiprocessing
 import os
 import platform
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from models.datasets import leave_one_out, load_dataset
 from models.interest_training import InterestTrainConfig
 from models.sasrec import SASRecConfig, train_sasrec
 from models.text_encoder import DEFAULT_MODEL
-from models.train import NEEDS_TEXT, VARIANTS, TrainConfig, train, with_variant
+from models.train import NEEDS_TEXT, SCHEDULES, VARIANTS, TrainConfig, train, with_variant
 
 PUBLISHED = {
     "amazon-beauty": {
@@ -70,16 +71,19 @@ def run_model(model: str, config: TrainConfig, args: argparse.Namespace) -> dict
     return run_sasrec(config, args) if model == "sasrec" else run_variant(model, config, args)
 
 
-def run_all(tasks: list[tuple[str, str, TrainConfig]], args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each (dataset, model) run: one after another, or ``--jobs`` at a time in processes of their own, since one
-    small ranker leaves most of a GPU idle. The runs are independent: the same split and seeds either way."""
+def run_all(tasks: list[tuple[str, str, TrainConfig]], args: argparse.Namespace) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+    """Each (dataset, model) run as it finishes: one after another, or ``--jobs`` at a time in processes of their own,
+    since one small ranker leaves most of a GPU idle. The runs are independent: the same split and seeds either way."""
     if args.jobs == 1:
-        return {(dataset, model): run_model(model, config, args) for dataset, model, config in tasks}
+        for dataset, model, config in tasks:
+            yield (dataset, model), run_model(model, config, args)
+        return
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        futures = {(dataset, model): pool.submit(run_model, model, config, args) for dataset, model, config in tasks}
-        return {key: future.result() for key, future in futures.items()}
+        futures = {pool.submit(run_model, model, config, args): (dataset, model) for dataset, model, config in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 MODELS = [*VARIANTS, "sasrec"]
@@ -93,6 +97,10 @@ def main() -> None:
     parser.add_argument("--size", choices=list(RANKER_SIZES), default="paper", help="ranker size; compact for CPU runs")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--train-minutes", type=float, help="time budget of each ranker's training, beside --epochs (default: none)")
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.model_fields["learning_rate"].default, help="the ranker's peak learning rate")
+    parser.add_argument("--lr-schedule", choices=list(SCHEDULES), default=TrainConfig.model_fields["lr_schedule"].default, help="after the warm-up")
+    parser.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default, help="optimiser steps of linear warm-up")
+    parser.add_argument("--eval-every", type=int, default=TrainConfig.model_fields["eval_every"].default, help="epochs between validation passes")
     parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model")
     parser.add_argument("--sasrec-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, help="another seed for training (the RQ-VAE IDs, example order, mined users, interest models) and the ranker's weights; the split stays (default: the configs')")
@@ -105,11 +113,20 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     configs = {name: dataset_config(name, args) for name in args.datasets}
     skipped = {name: skipped_models(config, args.models) for name, config in configs.items()}
-    tasks = [(name, model, config) for name, config in configs.items() for model in args.models if model not in skipped[name]]
-    runs = run_all(sorted(tasks, key=lambda task: heaviest_first(task[1])), args)
-    for name, config in configs.items():
-        write_result(name, config, {model: runs[name, model] for model in args.models if model not in skipped[name]}, skipped[name], args)
+    planned = {name: [model for model in args.models if model not in skipped[name]] for name in configs}
+    runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in configs}
 
+    def write_when_done(name: str) -> None:  # so a later dataset's failure cannot lose a finished one's table
+        if len(runs[name]) == len(planned[name]):
+            write_result(name, configs[name], {model: runs[name][model] for model in planned[name]}, skipped[name], args)
+
+    for name in configs:
+        if not planned[name]:
+            write_when_done(name)
+    tasks = [(name, model, configs[name]) for name in configs for model in planned[name]]
+    for (name, model), run in run_all(sorted(tasks, key=lambda task: heaviest_first(task[1])), args):
+        runs[name][model] = run
+        write_when_done(name)
 
 def heaviest_first(model: str) -> tuple[bool, bool]:
     """Sort key that starts parallel jobs with the longest runs: interest inference, then pattern mining."""
@@ -125,6 +142,10 @@ def dataset_config(name: str, args: argparse.Namespace) -> TrainConfig:
         encoder=args.encoder,
         epochs=args.epochs,
         max_minutes=args.train_minutes,
+        learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        eval_every=args.eval_every,
         ranker=ranker,
         interests=InterestTrainConfig(max_minutes=args.interest_minutes),
         interest_model=False,  # rows need only the cross-fitted ones
@@ -148,6 +169,8 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "size": args.size,
         "epochs": args.epochs,
         "train_minutes": args.train_minutes,
+        "learning_rate": {"peak": args.learning_rate, "schedule": args.lr_schedule, "warmup_steps": args.warmup_steps},
+        "eval_every": args.eval_every,
         "interest_minutes": args.interest_minutes,
         "jobs": args.jobs,  # with more than one, the runs shared the machine, so their times are not one run's alone
         "encoder": args.encoder,

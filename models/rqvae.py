@@ -172,7 +172,6 @@ def train_rqvae(
     config: RQVAEConfig | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
-    progress: bool = True,
 ) -> RQVAE:
     """Train an RQ-VAE on item embeddings [N, D]; returns it in eval mode, with ``loss_history`` per epoch."""
     config = config or RQVAEConfig()
@@ -184,7 +183,7 @@ def train_rqvae(
     reset_until = int(config.epochs * config.reset_dead_codes_until)
     history: list[float] = []
     model.train()
-    for epoch in tqdm(range(config.epochs), desc="rq-vae", unit="epoch", disable=not progress):
+    for epoch in tqdm(range(config.epochs), desc="rq-vae", unit="epoch", leave=False):
         order = torch.randperm(len(data), generator=shuffler).to(device)
         usage = torch.zeros(config.levels, config.codebook_size, device=device)
         total = 0.0
@@ -206,8 +205,7 @@ def train_rqvae(
     model.loss_history = history
     report = codebook_report(model.codes(data))
     log.info("rq-vae trained", extra={"final_loss": history[-1], "report": str(report)})
-    if progress:
-        tqdm.write(f"rq-vae: loss {history[0]:.4f} -> {history[-1]:.4f}; {report}")
+    tqdm.write(f"rq-vae: loss {history[0]:.4f} -> {history[-1]:.4f}; {report}")
     return model
 
 

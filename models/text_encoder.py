@@ -108,7 +108,8 @@ class TextEncoder:
             # Longest first across the whole call, so each model batch pads to similar lengths.
             pending = sorted(missing.items(), key=lambda entry: len(entry[1]), reverse=True)
             batches = range(0, len(pending), batch_size)
-            for start in tqdm(batches, desc="encoding", unit="batch", disable=not progress or not pending):
+            # Not wrapped rather than disable=: an explicit argument would override TQDM_DISABLE from the environment.
+            for start in tqdm(batches, desc="encoding", unit="batch") if progress and pending else batches:
                 chunk = pending[start : start + batch_size]
                 embedded = self._embed([text for _, text in chunk], batch_size)
                 if store is not None:

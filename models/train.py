@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
+from transformers import get_constant_schedule_with_warmup, get_inverse_sqrt_schedule
 
 from models.artifact import ITEMS_FILE
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
@@ -75,7 +76,9 @@ class TrainConfig(BaseModel):
     epochs: int = 200
     max_minutes: float | None = None  # bounds the ranker's training by time as well as by epochs; validated when it stops
     batch_size: int = 256
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak, reached after warmup_steps
+    lr_schedule: Literal["constant", "inverse_sqrt"] = "constant"  # after warm-up; inverse_sqrt is TIGER's and T5's
+    warmup_steps: int = 0  # optimiser steps of linear warm-up from zero
     weight_decay: float = 0.01
     eval_every: int = 5  # epochs between validation passes
     patience: int = 5  # validation passes without improvement before stopping
@@ -164,10 +167,14 @@ def evaluate(
     return accumulator.result()
 
 
+SCHEDULES = {"constant": get_constant_schedule_with_warmup, "inverse_sqrt": get_inverse_sqrt_schedule}
+
+
 def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path, side: SideData) -> dict[str, object]:
-    """Train with AdamW, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10; stop after
+    """Train with AdamW under ``lr_schedule``, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10; stop after
     ``patience`` validations without improvement, or after the epoch that used up ``max_minutes``."""
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = SCHEDULES[config.lr_schedule](optimiser, num_warmup_steps=config.warmup_steps)
     order = np.arange(len(split.train))
     rng = np.random.default_rng(config.seed)
     deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
@@ -184,6 +191,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            scheduler.step()
             total += loss.detach() * len(rows)
         entry: dict[str, object] = {"epoch": epoch, "loss": total.item() / len(order)}
         out_of_time = deadline is not None and time.monotonic() > deadline

@@ -32,7 +32,7 @@ def clustered() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model(clustered: tuple[np.ndarray, np.ndarray]) -> RQVAE:
-    return train_rqvae(clustered[0], CONFIG, seed=3, device="cpu", progress=False)
+    return train_rqvae(clustered[0], CONFIG, seed=3, device="cpu")
 
 
 def test_training_lowers_the_loss_and_codes_follow_clusters(
@@ -47,7 +47,7 @@ def test_training_lowers_the_loss_and_codes_follow_clusters(
 
 
 def test_training_is_reproducible_with_the_seed(model: RQVAE, clustered: tuple[np.ndarray, np.ndarray]) -> None:
-    again = train_rqvae(clustered[0], CONFIG, seed=3, device="cpu", progress=False)
+    again = train_rqvae(clustered[0], CONFIG, seed=3, device="cpu")
     np.testing.assert_array_equal(again.codes(clustered[0]), model.codes(clustered[0]))
 
 

@@ -37,7 +37,7 @@ def build_model(directory: Path, side: SideInputs) -> Path:
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(ITEMS, 384)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    ids = SemanticIdTable.build(train_rqvae(embeddings, RQVAEConfig(codebook_size=8, epochs=5), seed=0, device="cpu", progress=False), embeddings)
+    ids = SemanticIdTable.build(train_rqvae(embeddings, RQVAEConfig(codebook_size=8, epochs=5), seed=0, device="cpu"), embeddings)
     tokenizer = SemanticIdTokenizer({int(k): v for k, v in ids.ids.items()}, ids.codes_per_level, num_user_buckets=10)
     config = TigerConfig(d_model=32, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1, side=side)
     ranker = TigerRanker(tokenizer, config, device="cpu")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from models.datasets import load_dataset
 from models.diffusion import InterestDiffusion
 from models.distillation import item_knowledge
@@ -92,3 +94,17 @@ def test_the_full_distilled_model_trains_with_mined_patterns_and_cross_fitted_in
     ranker = TigerRanker.load(version / "ranker")
     assert ranker.config.side.reasoning == "structured" and ranker.item_vectors.shape == (60, 384)
     assert ranker.item_vectors.abs().sum(1).gt(0).all()  # every item has a knowledge vector
+
+
+def test_the_warm_up_raises_the_learning_rate_from_zero(tmp_path: Path) -> None:
+    write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
+    fields = {**TINY_TRAINING, "epochs": 1, "lr_schedule": "inverse_sqrt", "interest_model": False}
+
+    def parameters_moved(warmup_steps: int) -> bool:
+        config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields, "warmup_steps": warmup_steps})
+        trained = TigerRanker.load(train(config, tmp_path / "store", tmp_path / "state") / "ranker")
+        initial = TigerRanker(trained.tokenizer, trained.config)  # the same seeded initialisation
+        return any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(trained.model.parameters(), initial.model.parameters(), strict=True))
+
+    assert not parameters_moved(10**9), "an epoch deep in a long warm-up barely moves the weights"
+    assert parameters_moved(0)
