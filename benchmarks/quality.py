@@ -7,7 +7,9 @@ as ordered step tokens), ``beyond_log`` (inferred beyond-log items as a second s
 the model Triton serves), and ``sasrec``. Beauty has no item text, so the rows that need it are skipped there
 with the reason; it uses the published semantic IDs (``Beauty.rqvae-index.json``) so the baseline compares
 with the TIGER paper's Table 1. Scientific uses our own IDs. Each dataset writes
-``benchmarks/results/quality-<dataset>.json`` with ``rows``, the device and training time of every run.
+``benchmarks/results/quality-<dataset>.json`` with ``rows``, ``gains`` (each addition's NDCG@10 against TIGER,
+and structured against pooled, with paired-bootstrap 95% intervals over the test users), the device and training
+time of every run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.common import DATA
@@ -31,7 +34,8 @@ from models.datasets import leave_one_out, load_dataset
 from models.interest_training import InterestTrainConfig
 from models.sasrec import SASRecConfig, train_sasrec
 from models.text_encoder import DEFAULT_MODEL
-from models.train import NEEDS_TEXT, SCHEDULES, VARIANTS, TrainConfig, train, with_variant
+from models.metrics import metric_values, relative_gain
+from models.train import NEEDS_TEXT, SCHEDULES, TEST_RANKS_FILE, VARIANTS, TrainConfig, train, with_variant
 
 PUBLISHED = {
     "amazon-beauty": {
@@ -40,6 +44,9 @@ PUBLISHED = {
     }
 }
 RUNS = {"amazon-beauty": "published", "amazon-scientific": "rqvae"}
+# (row, baseline) pairs whose NDCG@10 is compared user by user: every addition against TIGER, and the issue's
+# structure-preserving against structure-collapsing transfer.
+COMPARED = [*((row, "tiger") for row in VARIANTS if row != "tiger"), ("cot_structured", "cot_pooled")]
 
 
 def run_variant(name: str, config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -158,12 +165,25 @@ def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
     return {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
 
 
+def gains(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """NDCG@10 of each compared row relative to its baseline on the same test users, with a paired-bootstrap 95%
+    interval (``models.metrics.relative_gain``)."""
+    ndcg = {
+        model: metric_values(torch.from_numpy(np.load(Path(run["model_version"]) / TEST_RANKS_FILE)))["ndcg@10"].numpy()
+        for model, run in runs.items()
+        if "model_version" in run
+    }
+    pairs = [(row, base) for row, base in COMPARED if row in ndcg and base in ndcg]
+    return [{"row": row, "baseline": base, "metric": "ndcg@10", **relative_gain(ndcg[row], ndcg[base])} for row, base in pairs]
+
+
 def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace) -> None:
     rows = [run.pop("row") for run in runs.values()]
     rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
     result = {
         "dataset": name,
         "rows": rows,
+        "gains": gains(runs),
         "runs": runs,  # per model: device, training seconds, epochs run (and the model version of each variant)
         "skipped": skipped,
         "size": args.size,

@@ -173,10 +173,12 @@ class InterestDiffusion(torch.nn.Module):
         c = self.config
         size, horizon = len(histories), c.horizon
         tokens = self.prompt(histories)
-        allowed = (self.item_tokens[:, 0] >= 0).unsqueeze(0).repeat(size, 1)  # [B, I]
-        for row, history in enumerate(histories):
-            inside = [item for item in history if 0 <= item < allowed.size(1)]
-            allowed[row, inside] = False
+        # Built on the host and moved once: indexing a device tensor row by row costs a transfer per user.
+        allowed = torch.tensor(self._known).repeat(size, 1)  # [B, I]
+        seen = [(row, item) for row, history in enumerate(histories) for item in history if 0 <= item < len(self._known)]
+        if seen:
+            allowed[tuple(torch.tensor(seen).T)] = False
+        allowed = allowed.to(self.device)
         rows = torch.arange(size, device=self.device)
         items = torch.full((size, horizon), -1, dtype=torch.long, device=self.device)
         confidences = torch.zeros((size, horizon), device=self.device)

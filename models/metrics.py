@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
+from scipy.stats import bootstrap
 
 DEFAULT_KS = (5, 10)
 
@@ -49,32 +51,32 @@ def ranks_in_scores(
     return at_least.sum(dim=1).to(torch.float64)
 
 
-def metric_sums(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, torch.Tensor]:
-    """Per-batch sums of ``recall@k`` (hit in the top k) and ``ndcg@k`` (``1 / log2(rank + 2)`` in the top k)."""
-    sums: dict[str, torch.Tensor] = {}
+def metric_values(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, torch.Tensor]:
+    """Per example, ``recall@k`` (hit in the top k) and ``ndcg@k`` (``1 / log2(rank + 2)`` in the top k)."""
+    values: dict[str, torch.Tensor] = {}
     gain = 1.0 / torch.log2(ranks + 2.0)  # inf ranks give 0
     for k in ks:
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
         inside = ranks < k
-        sums[f"recall@{k}"] = inside.sum(dtype=torch.float64)
-        sums[f"ndcg@{k}"] = torch.where(inside, gain, torch.zeros_like(gain)).sum()
-    return sums
+        values[f"recall@{k}"] = inside.to(torch.float64)
+        values[f"ndcg@{k}"] = torch.where(inside, gain, torch.zeros_like(gain))
+    return values
 
 
 class MetricAccumulator:
-    """Sums metrics over streamed batches; ``result()`` gives the means over every example added."""
+    """Collects the target ranks of streamed batches; ``result()`` gives the means over every example added."""
 
     def __init__(self, ks: Sequence[int] = DEFAULT_KS) -> None:
         self.ks = tuple(ks)
-        self.count = 0
-        self._sums: dict[str, torch.Tensor] = {}
+        self._ranks: list[torch.Tensor] = []
+
+    @property
+    def count(self) -> int:
+        return sum(int(ranks.numel()) for ranks in self._ranks)
 
     def add_ranks(self, ranks: torch.Tensor) -> None:
-        # Sums stay on the device until result(): no host sync per batch.
-        for name, value in metric_sums(ranks, self.ks).items():
-            self._sums[name] = self._sums[name] + value if name in self._sums else value
-        self.count += int(ranks.numel())
+        self._ranks.append(ranks)  # left on the device until the end: no host sync per batch
 
     def add_ranked(self, ranked: torch.Tensor, targets: torch.Tensor) -> None:
         self.add_ranks(ranks_in_lists(ranked, targets))
@@ -84,10 +86,35 @@ class MetricAccumulator:
     ) -> None:
         self.add_ranks(ranks_in_scores(scores, targets, exclude))
 
-    def result(self) -> dict[str, float]:
-        if self.count == 0:
+    def ranks(self) -> np.ndarray:
+        """Every example's 0-based target rank in the order added (``inf``: not ranked)."""
+        if not self._ranks:
             raise ValueError("no examples added")
-        return {name: float(total.item()) / self.count for name, total in self._sums.items()}
+        return torch.cat([ranks.cpu() for ranks in self._ranks]).numpy()
+
+    def result(self) -> dict[str, float]:
+        return {name: float(values.mean()) for name, values in metric_values(torch.from_numpy(self.ranks()), self.ks).items()}
+
+
+def relative_gain(candidate: np.ndarray, baseline: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict[str, object]:
+    """How much higher the mean of ``candidate`` is than that of ``baseline``, relatively, with a 95% interval from a
+    paired bootstrap over examples: the two hold one metric value per example of the same test set, so each
+    resample draws the same examples for both and the interval reflects which users happened to be tested.
+    The interval is None where it is undefined (some resample of the baseline is all zeros)."""
+    if candidate.shape != baseline.shape or candidate.ndim != 1:
+        raise ValueError(f"paired values of one test set expected, got shapes {candidate.shape} and {baseline.shape}")
+
+    def gain(ours: np.ndarray, theirs: np.ndarray, axis: int = -1) -> np.ndarray:
+        return ours.mean(axis) / theirs.mean(axis) - 1.0
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # the undefined case is reported as None below
+        interval = bootstrap(
+            (candidate, baseline), gain, paired=True, vectorized=True, n_resamples=resamples, batch=200,
+            method="percentile", rng=np.random.default_rng(seed),
+        ).confidence_interval
+    bounds = [float(interval.low), float(interval.high)]
+    # None where some resample's baseline has no hit at all (a tiny test set): the ratio has no interval there.
+    return {"relative": float(gain(candidate, baseline)), "ci95": bounds if np.isfinite(bounds).all() else None}
 
 
 def ranked_list_metrics(

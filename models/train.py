@@ -2,7 +2,7 @@
 
 The directory ``<out>/<dataset>/<version>/`` holds ``ids/`` (the semantic-ID table and, for our own IDs, the
 frozen RQ-VAE), ``ranker/`` (weights and tokenizer), ``interests/`` (the masked-diffusion interest model over the
-same semantic IDs), ``config.json`` and ``metrics.json``; the serving side loads the newest version.
+same semantic IDs), ``config.json``, ``metrics.json`` and ``test_ranks.npy``; the serving side loads the newest version.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from reaseq.contracts import KnowledgeChain
 log = logging.getLogger(__name__)
 
 
+TEST_RANKS_FILE = "test_ranks.npy"  # in a version directory: each test user's target rank, in the split's order
 FULL = SideInputs(knowledge=True, reasoning="structured", beyond_log=True)
 # The ablation's rows: which text the semantic IDs come from, and what the ranker reads beside the history.
 VARIANTS: dict[str, tuple[Literal["catalog", "knowledge"], SideInputs]] = {
@@ -150,8 +151,8 @@ def evaluate(
     config: TrainConfig,
     limit: int | None = None,
     contexts: Sequence[UserContext] | None = None,
-) -> dict[str, float]:
-    """Recall and NDCG at 5 and 10 of beam-search retrieval over all items."""
+) -> MetricAccumulator:
+    """The targets' ranks in beam-search retrieval over all items; ``result()`` gives Recall and NDCG at 5 and 10."""
     accumulator = MetricAccumulator()
     count = len(examples) if limit is None else min(limit, len(examples))
     for start in tqdm(range(0, count, config.eval_batch_size), desc="evaluating", unit="batch", leave=False):
@@ -164,7 +165,7 @@ def evaluate(
             contexts=None if contexts is None else contexts[start:stop],
         )
         accumulator.add_ranked(ranked, torch.tensor(examples.targets[start:stop]))
-    return accumulator.result()
+    return accumulator
 
 
 SCHEDULES = {"constant": get_constant_schedule_with_warmup, "inverse_sqrt": get_inverse_sqrt_schedule}
@@ -196,7 +197,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
         entry: dict[str, object] = {"epoch": epoch, "loss": total.item() / len(order)}
         out_of_time = deadline is not None and time.monotonic() > deadline
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
-            metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid)
+            metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid).result()
             entry["valid"] = metrics
             if metrics["ndcg@10"] > best:
                 best, stale = metrics["ndcg@10"], 0
@@ -243,7 +244,9 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
         side.labels.save(version_dir / REASONING_DIR)
     training = fit(ranker, split, config, version_dir / "ranker", side)
     best = TigerRanker.load(version_dir / "ranker", ranker.device)
-    test = evaluate(best, split.test, config, contexts=side.test)
+    test_ranks = evaluate(best, split.test, config, contexts=side.test)
+    np.save(version_dir / TEST_RANKS_FILE, test_ranks.ranks())  # per user, for paired comparisons between versions
+    test = test_ranks.result()
     interests = train_and_save(best.tokenizer, data, config.interests, version_dir) if config.interest_model else None
     metrics = {
         "dataset": data.name,

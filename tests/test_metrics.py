@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from models.metrics import MetricAccumulator, full_ranking_metrics, ranked_list_metrics, ranks_in_lists, ranks_in_scores
+from models.metrics import MetricAccumulator, full_ranking_metrics, ranked_list_metrics, ranks_in_lists, ranks_in_scores, relative_gain
 
 INF = float("inf")
 RANKED = torch.tensor([[3, 7, 1, -1, -1], [5, 2, 9, 4, 8], [-1, -1, -1, -1, -1], [0, 6, 6, 2, 1]])
@@ -78,12 +79,31 @@ def test_accumulator_streams_batches_to_the_same_means() -> None:
     for start in range(0, 50, 16):
         accumulator.add_scores(scores[start : start + 16], targets[start : start + 16], exclude[start : start + 16])
     assert accumulator.count == 50
+    assert accumulator.ranks().tolist() == ranks_in_scores(scores, targets, exclude).tolist()  # in the order added
     assert accumulator.result() == pytest.approx(full_ranking_metrics(scores, targets, exclude=exclude))
 
     lists = MetricAccumulator(ks=(3,))
     lists.add_ranked(RANKED[:2], TARGETS[:2])
     lists.add_ranked(RANKED[2:], TARGETS[2:])
     assert lists.result() == pytest.approx(ranked_list_metrics(RANKED, TARGETS, ks=(3,)))
+
+
+def test_relative_gain_has_an_interval_that_excludes_zero_only_for_a_real_gain() -> None:
+    rng = np.random.default_rng(0)
+    baseline = np.where(rng.random(4000) < 0.05, rng.random(4000), 0.0)  # NDCG-like: mostly misses
+    better = baseline.copy()
+    better[rng.random(4000) < 0.03] += 0.5
+    noisy = np.where(rng.random(4000) < 0.05, rng.random(4000), 0.0)  # same distribution, other users hit
+    gain = relative_gain(better, baseline)
+    assert gain["relative"] == pytest.approx(better.mean() / baseline.mean() - 1) and gain["ci95"][0] > 0.1
+    low, high = relative_gain(noisy, baseline)["ci95"]
+    assert low < 0 < high
+    assert relative_gain(baseline, baseline) == {"relative": 0.0, "ci95": [0.0, 0.0]}
+    one_hit = np.zeros(4000)
+    one_hit[0] = 1.0
+    assert relative_gain(better, one_hit)["ci95"] is None  # most resamples miss the baseline's only hit
+    with pytest.raises(ValueError, match="paired"):
+        relative_gain(better[:10], baseline)
 
 
 def test_accumulator_rejects_empty_and_bad_k() -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from pytest import approx
 
 from models.datasets import load_dataset
 from models.diffusion import InterestDiffusion
 from models.distillation import item_knowledge
 from models.knowledge import enriched_text
+from models.metrics import metric_values
 from models.patterns import REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import TigerRanker
-from models.train import TrainConfig, train
+from models.train import TEST_RANKS_FILE, TrainConfig, train
 from reaseq.synthetic import generate
 from tests.support import TINY_TRAINING
 from workers.user_reasoner import STRUCTURES, WINDOWS
@@ -45,6 +48,8 @@ def test_training_writes_a_loadable_versioned_model(tmp_path: Path) -> None:
     metrics = json.loads((version / "metrics.json").read_text())
     assert set(metrics["test"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
     assert metrics["users"] == 60 and metrics["items"] == 120
+    ranks = np.load(version / TEST_RANKS_FILE)  # one per test user, and they give the reported figures
+    assert ranks.shape == (60,) and metric_values(torch.from_numpy(ranks))["ndcg@10"].mean().item() == approx(metrics["test"]["ndcg@10"])
     assert [entry["epoch"] for entry in metrics["history"]] == [1, 2]
     ids = SemanticIdTable.load(version / "ids")
     assert len(ids) == 120 and len(set(ids.ids.values())) == 120  # every item has its own ID
