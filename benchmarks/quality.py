@@ -32,9 +32,9 @@ from benchmarks.common import DATA
 from benchmarks.sizes import RANKER_SIZES
 from models.datasets import leave_one_out, load_dataset
 from models.interest_training import InterestTrainConfig
+from models.metrics import metric_values, relative_gain
 from models.sasrec import SASRecConfig, train_sasrec
 from models.text_encoder import DEFAULT_MODEL
-from models.metrics import metric_values, relative_gain
 from models.train import NEEDS_TEXT, SCHEDULES, TEST_RANKS_FILE, VARIANTS, TrainConfig, train, with_variant
 
 PUBLISHED = {

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.metrics import MetricAccumulator, full_ranking_metrics, ranked_list_metrics, ranks_in_lists, ranks_in_scores, relative_gain
+from models.metrics import (
+    MetricAccumulator,
+    full_ranking_metrics,
+    ranked_list_metrics,
+    ranks_in_lists,
+    ranks_in_scores,
+    relative_gain,
+)
 
 INF = float("inf")
 RANKED = torch.tensor([[3, 7, 1, -1, -1], [5, 2, 9, 4, 8], [-1, -1, -1, -1, -1], [0, 6, 6, 2, 1]])
