@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
+import os
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from infra.stack import run_dir
+from infra.stack import pid_alive, run_dir
 from reaseq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ def exporter_dir(settings: Settings) -> Path:
 def serve_metrics(settings: Settings, process: str) -> int | None:
     """Serve ``/metrics`` for this process and record its port as ``<process>.port``; None when disabled.
 
-    The port file is removed at a clean exit; one left by a killed process is replaced when the name starts again.
+    The port file (port and pid) is removed at a clean exit; one left by a killed process is ignored by
+    ``exporters`` and replaced when the name starts again.
     """
     if settings.metrics_port == 0:
         return None
@@ -70,28 +73,31 @@ def serve_metrics(settings: Settings, process: str) -> int | None:
     port = int(server.server_port)
     path = exporter_dir(settings) / f"{process}.port"
     path.parent.mkdir(parents=True, exist_ok=True)
+    record = json.dumps({"port": port, "pid": os.getpid()})
     staged = path.with_suffix(".tmp")
-    staged.write_text(str(port))
+    staged.write_text(record)
     staged.replace(path)  # readers never see a half-written file
-    atexit.register(_release, path, port)
+    atexit.register(_release, path, record)
     log.info("metrics exporter started", extra={"exporter": process, "host": settings.metrics_host, "port": port})
     return port
 
 
-def _release(path: Path, port: int) -> None:
+def _release(path: Path, record: str) -> None:
     # A process of the same name started since owns the file now.
-    if path.is_file() and path.read_text() == str(port):
+    if path.is_file() and path.read_text() == record:
         path.unlink(missing_ok=True)
 
 
 def exporters(settings: Settings) -> dict[str, str]:
     """The running exporters on this machine: process name (``w0.g1``, ``enrich``, ``interests``) -> metrics URL.
 
-    A process killed without a clean exit leaves its file behind, and its URL then answers nothing.
+    A process killed without a clean exit leaves its file behind; the file names its pid, so it is skipped.
     """
     host = "127.0.0.1" if settings.metrics_host in ("", "0.0.0.0") else settings.metrics_host
     found: dict[str, str] = {}
     for path in sorted(exporter_dir(settings).glob("*.port")):
         with contextlib.suppress(FileNotFoundError):  # its process stopped since the listing
-            found[path.stem] = f"http://{host}:{int(path.read_text())}/metrics"
+            record = json.loads(path.read_text())
+            if pid_alive(record["pid"]):
+                found[path.stem] = f"http://{host}:{record['port']}/metrics"
     return found

@@ -3,9 +3,14 @@ enrichment worker, found through their port files and scraped over HTTP."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.stack import spawn_async_worker, stop_process
 from reaseq.contracts import Interaction, InteractionKind
-from reaseq.metrics import exporters
+from reaseq.metrics import exporter_dir, exporters, serve_metrics
 from reaseq.settings import Settings
 from reaseq.synthetic import generate
 from reaseq.topics import DEAD_LETTERS, ENRICHMENT_REQUESTS, EVENTS, ITEMS, KNOWLEDGE, topic_name
@@ -101,3 +106,16 @@ def test_workers_export_exact_counts_dead_letters_latency_and_queue_depths(setti
     finally:
         stop_process(enrichment.pid, timeout_s=20)
     assert set(exporters(settings)) == {"w0.g1"}  # a cleanly stopped process takes its port file with it
+
+
+def test_an_exporter_killed_without_a_clean_exit_is_not_listed(tmp_path: Path) -> None:
+    settings = Settings().model_copy(update={"state_dir": tmp_path, "metrics_port": None})
+    kill_after_serving = (
+        "import os, signal; from reaseq.metrics import serve_metrics; from reaseq.settings import Settings; "
+        "serve_metrics(Settings(), 'killed'); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    env = {**{k: v for k, v in os.environ.items() if k != "REASEQ_METRICS_PORT"}, "REASEQ_STATE_DIR": str(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", kill_after_serving], env=env, check=False).returncode == -signal.SIGKILL
+    assert (exporter_dir(settings) / "killed.port").is_file()  # no exit handler ran
+    serve_metrics(settings, "alive")
+    assert set(exporters(settings)) == {"alive"}
