@@ -89,7 +89,7 @@ def enrich() -> None:
 
 @app.command()
 def interests() -> None:
-    """Run one interest worker in the foreground (beyond-log interests from the newest interest model)."""
+    """Run one interest worker in the foreground (beyond-log interests from the served version's interest model, else the newest)."""
     from infra.provision import shared_topics
     from reaseq.logs import configure
     from workers.interests import run_interests

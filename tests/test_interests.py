@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from infra.stack import spawn_async_worker, stop_process
+from infra.triton import ModelRepository
+from models.artifact import ITEMS_FILE
 from models.datasets import load_from_topics
+from models.interest_training import INTERESTS_DIR
 from models.patterns import REASONING_DIR, PatternLibrary
 from models.train import TrainConfig, train
 from reaseq.contracts import (
@@ -48,6 +51,7 @@ from tests.support import (
     send,
     send_contracts,
 )
+from workers.interests import interest_version
 from workers.user_reasoner import ItemLabels
 
 pytestmark = pytest.mark.integration
@@ -126,3 +130,24 @@ def test_users_get_interests_once_per_history_and_new_events_refresh_them(settin
         assert all(any(label in text for label in known) for text in steps.steps[:-1]), steps.steps
     finally:
         stop_process(worker.pid, timeout_s=20)
+
+
+def test_the_worker_answers_with_the_served_version_not_merely_the_newest(tmp_path: Path) -> None:
+    settings = Settings().model_copy(update={"state_dir": tmp_path / "state", "model_store": tmp_path / "store"})
+    older, newer, bare = (tmp_path / "store" / "D" / f"2026010{day}T000000Z-x" for day in (1, 2, 3))
+    for version in (older, newer, bare):  # enough of a version for the repository and the worker's choice
+        (version / "ranker").mkdir(parents=True)
+        (version / ITEMS_FILE).write_text("[]")
+    for version in (older, newer):
+        (version / INTERESTS_DIR).mkdir()
+        (version / INTERESTS_DIR / "model.safetensors").write_bytes(b"")
+    assert interest_version(settings) == newer  # no Triton repository on this machine: the newest with interests
+    repository = ModelRepository(settings)
+    repository.publish(older)
+    assert interest_version(settings) == older.resolve()  # trained since, not promoted: the served one still answers
+    rolled_back = repository.publish(newer)
+    assert interest_version(settings) == newer.resolve()
+    repository.retire(rolled_back)
+    assert interest_version(settings) == older.resolve()
+    repository.publish(bare)
+    assert interest_version(settings) == newer  # the served version has no interest model

@@ -11,8 +11,9 @@ The pattern is filled by the reasoner it was mined with: the embedded one, or, f
 ``REASEQ_LLM_URL`` (in a worker thread, chains of the batch concurrently). While that server is down the circuit
 breaker holds the batch, uncommitted, and retries it; a user whose chain the LLM could not write gets no steps.
 
-The model is the newest version in the model store that has an interest model; a newer one is picked up
-between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
+The model is that of the ranker version Triton serves when its runtime repository is on this machine (the local
+stack), else the newest version in the model store that has an interest model; a change (a promotion, a rollback,
+a newer version) is picked up between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
 all answered once a model is trained. Requests that do not decode go to the dead-letter topic.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
+from infra.triton import ModelRepository
 from models.artifact import ITEMS_FILE, list_versions, version_of
 from models.diffusion import InterestDiffusion
 from models.interest_training import INTERESTS_DIR
@@ -135,10 +137,20 @@ def reasoning_of(model: InterestModel, requests: list[InterestRequest], late: La
     ]
 
 
-def newest_interest_version(store: Path) -> Path | None:
-    """The newest trained version that has an interest model."""
-    found = [version for version in list_versions(store) if (version / INTERESTS_DIR / "model.safetensors").is_file()]
+def interest_version(settings: Settings) -> Path | None:
+    """The version to answer with: the ranker version Triton serves, when its runtime repository is on this machine
+    (the local stack, where versions are promoted and rolled back) and it has an interest model; else the newest
+    trained version that has one. Serving reads only steps of the served version's pattern, so a version trained
+    but not promoted must not take the worker over."""
+    served = ModelRepository(settings).newest()
+    if served is not None and _has_interest_model(served[1]):
+        return served[1]
+    found = [version for version in list_versions(settings.model_store) if _has_interest_model(version)]
     return found[-1] if found else None
+
+
+def _has_interest_model(version: Path) -> bool:
+    return (version / INTERESTS_DIR / "model.safetensors").is_file()
 
 
 class InterestWorker:
@@ -169,14 +181,14 @@ class InterestWorker:
             self.late.close()
 
     def _refresh_model(self) -> InterestModel | None:
-        """Load the newest interest model when the store has a newer one (checked at most every ``poll_s``)."""
+        """Load the interest model of ``interest_version`` when that changes (checked at most every ``poll_s``)."""
         now = time.monotonic()
         if self.model is not None and now - self._checked_at < self.poll_s:
             return self.model
         self._checked_at = now
-        newest = newest_interest_version(self.settings.model_store)
-        if newest is not None and (self.model is None or self.model.version != version_of(newest)):
-            self.model = InterestModel.load(newest, self.settings)
+        wanted = interest_version(self.settings)
+        if wanted is not None and (self.model is None or self.model.version != version_of(wanted)):
+            self.model = InterestModel.load(wanted, self.settings)
             log.info("interest model loaded", extra={"version": self.model.version})
         return self.model
 
