@@ -135,6 +135,7 @@ def main() -> None:
         runs[name][model] = run
         write_when_done(name)
 
+
 def heaviest_first(model: str) -> tuple[bool, bool]:
     """Sort key that starts parallel jobs with the longest runs: interest inference, then pattern mining."""
     side = VARIANTS[model][1] if model in VARIANTS else None
