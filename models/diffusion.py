@@ -16,6 +16,7 @@ items already committed, so every answer is a valid, new, distinct item.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -93,6 +94,9 @@ class InterestDiffusion(torch.nn.Module):
         self.register_buffer("item_tokens", table.clone(), persistent=False)  # [I, L] input tokens, -1: no item
         codes = table - torch.tensor(tokenizer.offsets)
         self.register_buffer("item_codes", codes.masked_fill(table < 0, -1), persistent=False)  # [I, L] codes
+        columns = codes + torch.tensor([0, *itertools.accumulate(tokenizer.codes_per_level)][:levels])
+        # [I, L]: each code's column among all levels' codes; absent items' rows are masked by the sampler
+        self.register_buffer("item_columns", columns.masked_fill(table < 0, 0), persistent=False)
         self._known: list[bool] = (table[:, 0] >= 0).tolist()
         self.to(device or default_device())
 
@@ -185,11 +189,22 @@ class InterestDiffusion(torch.nn.Module):
         open_slots = torch.ones((size, horizon), dtype=torch.bool, device=self.device)
         committed = 0
         for step in range(1, steps + 1):
-            scores = self._item_scores(self(tokens))  # [B, N, I]
             target = math.ceil(horizon * step / steps) if step < steps else horizon
-            for _ in range(target - committed):
-                probs = scores.masked_fill(~allowed.unsqueeze(1), float("-inf")).softmax(-1).nan_to_num(0.0)
-                best_prob, best_item = probs.max(-1)  # [B, N]
+            picks = target - committed
+            scores = self._item_scores(self(tokens)).masked_fill_(~allowed.unsqueeze(1), float("-inf"))  # [B, N, I]
+            log_norm = scores.logsumexp(-1, keepdim=True)  # [B, N, 1]
+            # A pass commits at most `picks` items per user, so each slot's best item still allowed after any of
+            # them is among its top picks + 1; the softmax over what stays allowed is the pass-start probability
+            # divided by the mass that stays, so the full catalog is scored once per pass, not once per commit.
+            top_scores, top_items = scores.topk(min(picks + 1, scores.size(-1)), dim=-1)  # [B, N, k]
+            top_probs = (top_scores - log_norm).exp().nan_to_num(0.0)
+            taken = torch.zeros((size, horizon), device=self.device)  # pass-start mass of this pass's commits
+            for _ in range(picks):
+                live = top_probs.where(allowed.gather(1, top_items.flatten(1)).view_as(top_items), 0.0)
+                best_prob, best_at = live.max(-1)  # [B, N]
+                best_item = top_items.gather(-1, best_at.unsqueeze(-1)).squeeze(-1)
+                # the lower bound keeps float rounding from lifting a probability above one when little mass stays
+                best_prob = (best_prob / torch.maximum(1.0 - taken, live.sum(-1))).nan_to_num(0.0)
                 best_prob = best_prob.masked_fill(~open_slots, -1.0)
                 slot = best_prob.argmax(-1)  # [B]
                 prob, item = best_prob[rows, slot], best_item[rows, slot]
@@ -200,14 +215,21 @@ class InterestDiffusion(torch.nn.Module):
                 open_slots[rows, slot] = False
                 allowed[rows[found], item[found]] = False
                 tokens[rows[found], c.max_history + slot[found]] = self.item_tokens[item[found]]
+                taken[rows[found]] += (scores[rows[found], :, item[found]] - log_norm[rows[found], :, 0]).exp()
             committed = target
         order = confidences.argsort(dim=-1, descending=True, stable=True)  # a later pass may be surer than an earlier one
         return Inferred(items.gather(1, order).cpu(), confidences.gather(1, order).cpu())
 
     def _item_scores(self, log_probs: list[torch.Tensor]) -> torch.Tensor:
-        """Log-probability of every catalog item in every slot [B, N, I]: the sum of its levels' code log-probs."""
-        codes = self.item_codes.clamp(min=0)  # rows of absent items are masked by the caller
-        return sum(level_log_probs[:, :, codes[:, level]] for level, level_log_probs in enumerate(log_probs))  # type: ignore[return-value]
+        """Log-probability of every catalog item in every slot [B, N, I]: the sum of its levels' code log-probs.
+
+        One ``embedding_bag`` over the concatenated levels, with the slots as the embedding dimension, then one
+        transposing copy: about four times faster on CPU than gathering and adding a [B, N, I] tensor per level.
+        """
+        size, horizon = log_probs[0].shape[:2]
+        table = torch.cat(log_probs, -1).flatten(0, 1).T.contiguous()  # [all codes, B * N]
+        scores = torch.nn.functional.embedding_bag(self.item_columns, table, mode="sum")  # [I, B * N]
+        return scores.T.contiguous().view(size, horizon, -1)
 
     def save(self, directory: str | Path) -> None:
         """Write config.json (model config and semantic-ID table) and model.safetensors."""

@@ -8,13 +8,12 @@ operators, ``reaseq status`` and the dashboard find them all (``exporters``).
 from __future__ import annotations
 
 import atexit
-import contextlib
-import json
 import logging
 import os
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pydantic import BaseModel, ValidationError
 
 from infra.stack import pid_alive, run_dir
 from reaseq.settings import Settings
@@ -56,6 +55,13 @@ QUEUE_DEPTH = Gauge(
 ENRICHMENT_IN_FLIGHT = Gauge("reaseq_enrichment_in_flight", "Items being reasoned about (held while the LLM server is down).")
 
 
+class ExporterRecord(BaseModel):
+    """What a port file holds: the exporter's port and the pid of the process serving it."""
+
+    port: int
+    pid: int
+
+
 def exporter_dir(settings: Settings) -> Path:
     """Where each running exporter's port file lies."""
     return run_dir(settings) / "metrics"
@@ -73,7 +79,7 @@ def serve_metrics(settings: Settings, process: str) -> int | None:
     port = int(server.server_port)
     path = exporter_dir(settings) / f"{process}.port"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = json.dumps({"port": port, "pid": os.getpid()})
+    record = ExporterRecord(port=port, pid=os.getpid()).model_dump_json()
     staged = path.with_suffix(".tmp")
     staged.write_text(record)
     staged.replace(path)  # readers never see a half-written file
@@ -96,8 +102,13 @@ def exporters(settings: Settings) -> dict[str, str]:
     host = "127.0.0.1" if settings.metrics_host in ("", "0.0.0.0") else settings.metrics_host
     found: dict[str, str] = {}
     for path in sorted(exporter_dir(settings).glob("*.port")):
-        with contextlib.suppress(FileNotFoundError):  # its process stopped since the listing
-            record = json.loads(path.read_text())
-            if pid_alive(record["pid"]):
-                found[path.stem] = f"http://{host}:{record['port']}/metrics"
+        try:
+            record = ExporterRecord.model_validate_json(path.read_text())
+        except FileNotFoundError:  # its process stopped since the listing
+            continue
+        except ValidationError:  # e.g. the bare port an earlier release wrote: no pid to check, so no owner
+            log.warning("port file without an exporter record skipped", extra={"path": str(path)})
+            continue
+        if pid_alive(record.pid):
+            found[path.stem] = f"http://{host}:{record.port}/metrics"
     return found

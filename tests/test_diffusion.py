@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -69,6 +70,46 @@ def test_sampler_returns_only_distinct_valid_items_outside_the_history(steps: in
         assert all(item in codes and item not in history for item in items)
         assert all(0.0 < c <= 1.0 for c in confidences)
     assert sorted(result.items[-1].tolist()) == [54, 56, 58]
+
+
+def sample_by_definition(model: InterestDiffusion, history: list[int], steps: int) -> tuple[list[int], list[float]]:
+    """One user, as the sampler is defined: every commit takes a fresh softmax over the items still allowed."""
+    c = model.config
+    tokens = model.prompt([history])
+    allowed = torch.tensor([known and item not in history for item, known in enumerate(model._known)])
+    open_slots, commits, committed = list(range(c.horizon)), [], 0
+    for step in range(1, steps + 1):
+        target = math.ceil(c.horizon * step / steps)
+        log_probs = model(tokens)
+        scores = sum(level[0][:, model.item_codes[:, index].clamp(min=0)] for index, level in enumerate(log_probs))
+        for _ in range(target - committed):
+            probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)  # [N, I]
+            slot = max(open_slots, key=lambda s: probs[s].max().item())
+            open_slots.remove(slot)
+            prob, item = probs[slot].max(0)
+            if prob > 0:
+                commits.append((prob.item(), item.item()))
+                allowed[item] = False
+                tokens[0, c.max_history + slot] = model.item_tokens[item]
+        committed = target
+    commits.sort(key=lambda commit: -commit[0])
+    padding = c.horizon - len(commits)
+    return [item for _, item in commits] + [-1] * padding, [prob for prob, _ in commits] + [0.0] * padding
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_the_batched_sampler_commits_what_the_definition_commits(trained, steps: int) -> None:
+    trained_model, _ = trained
+    untrained = InterestDiffusion(tokenizer(), CONFIG.model.model_copy(update={"seed": 4}), "cpu")  # flat distributions
+    generator = random.Random(steps)
+    histories = [[generator.randrange(ITEMS) for _ in range(generator.randint(0, 14))] for _ in range(60)]
+    histories += [[0, 5, 10], list(range(ITEMS - 2))]  # a confident user; one with fewer items left than slots
+    for model in (trained_model, untrained.eval()):
+        result = model.infer(histories, steps)
+        with torch.inference_mode():
+            expected = [sample_by_definition(model, history, steps) for history in histories]
+        assert result.items.tolist() == [items for items, _ in expected]
+        torch.testing.assert_close(result.confidences, torch.tensor([probs for _, probs in expected]), rtol=0, atol=1e-5)
 
 
 def test_sampler_marks_slots_it_cannot_fill() -> None:

@@ -108,7 +108,7 @@ def test_workers_export_exact_counts_dead_letters_latency_and_queue_depths(setti
     assert set(exporters(settings)) == {"w0.g1"}  # a cleanly stopped process takes its port file with it
 
 
-def test_an_exporter_killed_without_a_clean_exit_is_not_listed(tmp_path: Path) -> None:
+def test_an_exporter_killed_without_a_clean_exit_or_an_unreadable_port_file_is_not_listed(tmp_path: Path) -> None:
     settings = Settings().model_copy(update={"state_dir": tmp_path, "metrics_port": None})
     kill_after_serving = (
         "import os, signal; from reaseq.metrics import serve_metrics; from reaseq.settings import Settings; "
@@ -117,5 +117,6 @@ def test_an_exporter_killed_without_a_clean_exit_is_not_listed(tmp_path: Path) -
     env = {**{k: v for k, v in os.environ.items() if k != "REASEQ_METRICS_PORT"}, "REASEQ_STATE_DIR": str(tmp_path)}
     assert subprocess.run([sys.executable, "-c", kill_after_serving], env=env, check=False).returncode == -signal.SIGKILL
     assert (exporter_dir(settings) / "killed.port").is_file()  # no exit handler ran
+    (exporter_dir(settings) / "earlier.port").write_text("9100")  # an earlier release's bare port, no pid
     serve_metrics(settings, "alive")
     assert set(exporters(settings)) == {"alive"}
