@@ -66,7 +66,7 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 # Faust tables of the stream app; their changelogs are provisioned per state generation.
-TABLES: tuple[str, ...] = ("items", "pending", "histories")
+TABLES: tuple[str, ...] = ("items", "pending", "histories", "interest-due")
 
 # Topics that a state generation owns: a replay rebuilds them beside the live generation.
 GENERATION_SCOPED: tuple[TopicSpec, ...] = (BY_ITEM, BY_USER)

@@ -43,6 +43,7 @@ class StreamTables:
     items: faust.Table  # item_id -> ItemState
     pending: faust.Table  # item_id -> PendingInteractions
     histories: faust.Table  # user_id -> UserState
+    interest_due: faust.Table  # user_id (bytes) -> history version whose trailing interest request is still to be sent
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,10 @@ def build_app(
             internal=False,
         )
 
-    def table(name: str) -> faust.Table:
-        return app.Table(name, key_type=str, value_type=bytes, default=None, partitions=settings.partitions)
+    def table(name: str, key_type: type = str, use_partitioner: bool = False) -> faust.Table:
+        return app.Table(
+            name, key_type=key_type, value_type=bytes, default=None, partitions=settings.partitions, use_partitioner=use_partitioner
+        )
 
     stream_app = StreamApp(
         app=app,
@@ -126,7 +129,14 @@ def build_app(
             interest_requests=topic(INTEREST_REQUESTS),
             dead_letters=topic(DEAD_LETTERS),
         ),
-        tables=StreamTables(items=table("items"), pending=table("pending"), histories=table("histories")),
+        tables=StreamTables(
+            items=table("items"),
+            pending=table("pending"),
+            histories=table("histories"),
+            # Written by a timer too, outside any event, so its changelog partition comes from the key: raw bytes (a
+            # str key would be JSON-quoted), so that it is the user's by-user partition.
+            interest_due=table("interest-due", key_type=bytes, use_partitioner=True),
+        ),
     )
     for module in (ingest, catalog, histories):
         module.register(stream_app)

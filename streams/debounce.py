@@ -16,6 +16,10 @@ class Debouncer:
         """Keys whose trailing edge is still to come."""
         return len(self._due)
 
+    def is_waiting(self, key: str) -> bool:
+        """Whether ``key``'s trailing edge is still to come."""
+        return key in self._due
+
     def offer(self, key: str, now: float) -> bool:
         """True if ``key`` fires now; otherwise it is scheduled for the end of its quiet time."""
         last = self._last_fired.get(key)

@@ -1,4 +1,9 @@
-"""Histories agent: each user's recent interactions, a user feature update per change, debounced interest requests."""
+"""Histories agent: each user's recent interactions, a user feature update per change, debounced interest requests.
+
+A request deferred to the end of its user's quiet time is also written to the ``interest-due`` table until it is
+sent, so a worker killed meanwhile, or a partition moved to another worker, does not drop it: the partition's
+owner sends it once the table is recovered.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from streams.state import UserState
 
 
 def register(sa: StreamApp) -> None:
-    histories = sa.tables.histories
+    histories, due = sa.tables.histories, sa.tables.interest_due
     topics = sa.topics
     settings = sa.settings
     debouncer = Debouncer(settings.interest_debounce_s)
@@ -37,8 +42,13 @@ def register(sa: StreamApp) -> None:
             return  # redelivered or replayed: already in the history
         update = UserFeatureUpdate(user_id=user_id, version=state.version, history=state.history, as_of=state.history[-1].event_time)
         await topics.user_features.send(key=user_id.encode(), value=encode(update))
+        was_waiting = debouncer.is_waiting(user_id)
         if debouncer.offer(user_id, time.monotonic()):
             await request_interests(user_id, state)
+            if was_waiting:  # this request answers for the trailing one too
+                due.pop(user_id.encode(), None)
+        elif not was_waiting:
+            due[user_id.encode()] = str(state.version).encode()
         histories[user_id] = state.model_dump_json().encode()
 
     @sa.app.agent(topics.by_user, name="histories")
@@ -51,7 +61,17 @@ def register(sa: StreamApp) -> None:
         now = time.monotonic()
         for user_id in debouncer.pop_due(now):
             stored = histories.get(user_id)
-            if stored:  # absent if the partition moved to another worker meanwhile
+            if stored:  # absent if the partition moved to another worker meanwhile: its new owner sends it
                 await request_interests(user_id, UserState.model_validate_json(stored))
+                due.pop(user_id.encode(), None)
         debouncer.forget_older_than(now)
         QUEUE_DEPTH.labels("interest-debounce").set(debouncer.waiting)
+
+    @due.on_recover
+    async def send_requests_left_due() -> None:
+        """After a restart or a rebalance: the deferred requests of this worker's partitions that were never sent."""
+        for key in list(due.keys()):
+            stored = histories.get(key.decode())
+            if stored:
+                await request_interests(key.decode(), UserState.model_validate_json(stored))
+            due.pop(key, None)
