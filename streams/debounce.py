@@ -38,6 +38,11 @@ class Debouncer:
             self._last_fired[key] = now
         return ready
 
+    def clear(self) -> None:
+        """Forget every key: none is waiting, and each fires at once when next offered."""
+        self._last_fired.clear()
+        self._due.clear()
+
     def forget_older_than(self, now: float) -> None:
         """Drop bookkeeping of keys quiet for longer than the quiet time (bounded memory)."""
         cutoff = now - self.quiet_s

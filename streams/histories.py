@@ -2,12 +2,16 @@
 
 A request deferred to the end of its user's quiet time is also written to the ``interest-due`` table until it is
 sent, so a worker killed meanwhile, or a partition moved to another worker, does not drop it: the partition's
-owner sends it once the table is recovered.
+owner sends it once the table is recovered. A rebalance clears the worker's own timers, so that the request is
+sent by the partition's owner alone, once.
 """
 
 from __future__ import annotations
 
 import time
+
+import faust
+from faust.types import TP
 
 from reaseq.contracts import ByUser, InterestRequest, UserFeatureUpdate, utcnow
 from reaseq.metrics import QUEUE_DEPTH
@@ -61,11 +65,21 @@ def register(sa: StreamApp) -> None:
         now = time.monotonic()
         for user_id in debouncer.pop_due(now):
             stored = histories.get(user_id)
-            if stored:  # absent if the partition moved to another worker meanwhile: its new owner sends it
+            if stored:
                 await request_interests(user_id, UserState.model_validate_json(stored))
                 due.pop(user_id.encode(), None)
         debouncer.forget_older_than(now)
         QUEUE_DEPTH.labels("interest-debounce").set(debouncer.waiting)
+
+    @sa.app.on_partitions_revoked.connect
+    async def forget_deferred_requests(app: faust.App, revoked: set[TP], **kwargs: object) -> None:
+        """Faust revokes every partition on a rebalance and then recovers the tables, whose owners send what is due.
+
+        A timer left running here would send again what the owner sends, and its tombstone could hide a request
+        deferred later by the owner.
+        """
+        debouncer.clear()
+        QUEUE_DEPTH.labels("interest-debounce").set(0)
 
     @due.on_recover
     async def send_requests_left_due() -> None:

@@ -40,3 +40,11 @@ def test_debouncer_fires_leading_edge_then_once_after_quiet_time() -> None:
     assert debouncer.pop_due(now=2.0) == ["u"]
     assert debouncer.pop_due(now=5.0) == []
     assert debouncer.offer("u", now=5.0)  # quiet long enough: fires at once again
+
+
+def test_a_cleared_debouncer_has_nothing_due_and_fires_at_once() -> None:
+    debouncer = Debouncer(quiet_s=2.0)
+    assert debouncer.offer("u", now=0.0) and not debouncer.offer("u", now=0.5)
+    debouncer.clear()  # a rebalance: the partition's owner sends what was deferred
+    assert debouncer.waiting == 0 and debouncer.pop_due(now=3.0) == []
+    assert debouncer.offer("u", now=3.0)
