@@ -108,7 +108,14 @@ def main() -> None:
     parser.add_argument("--lr-schedule", choices=list(SCHEDULES), default=TrainConfig.model_fields["lr_schedule"].default, help="after the warm-up")
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default, help="optimiser steps of linear warm-up")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.model_fields["eval_every"].default, help="epochs between validation passes")
-    parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model")
+    parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model (0: none)")
+    parser.add_argument(
+        "--interest-epochs",
+        type=int,
+        default=InterestTrainConfig.model_fields["epochs"].default,
+        help="epochs of each interest model; with --interest-minutes 0 they alone decide, so that the beyond_log and full "
+        "rows, like the others, do not depend on the machine's speed",
+    )
     parser.add_argument("--sasrec-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, help="another seed for training (the RQ-VAE IDs, example order, mined users, interest models) and the ranker's weights; the split stays (default: the configs')")
     parser.add_argument("--encoder", default=DEFAULT_MODEL, help="sentence-transformers model name or folder for item and step texts")
@@ -155,7 +162,7 @@ def dataset_config(name: str, args: argparse.Namespace) -> TrainConfig:
         warmup_steps=args.warmup_steps,
         eval_every=args.eval_every,
         ranker=ranker,
-        interests=InterestTrainConfig(max_minutes=args.interest_minutes),
+        interests=InterestTrainConfig(epochs=args.interest_epochs, max_minutes=args.interest_minutes or None),
         interest_model=False,  # rows need only the cross-fitted ones
         **({} if args.seed is None else {"seed": args.seed}),
     )
@@ -193,6 +200,7 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "learning_rate": {"peak": args.learning_rate, "schedule": args.lr_schedule, "warmup_steps": args.warmup_steps},
         "eval_every": args.eval_every,
         "interest_minutes": args.interest_minutes,
+        "interest_epochs": args.interest_epochs,
         "jobs": args.jobs,  # with more than one, the runs shared the machine, so their times are not one run's alone
         "encoder": args.encoder,
         "seeds": {"training": config.seed, "ranker_weights": config.ranker.seed},
