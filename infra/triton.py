@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tritonclient.http as triton_http
 
-from infra.ports import free_port
+from infra.ports import free_ports
 from infra.stack import log_tail, stop_process, worker_env
 from reaseq.settings import Settings
 
@@ -136,12 +136,13 @@ class TritonEndpoints:
 
 
 def endpoints_for(settings: Settings) -> TritonEndpoints:
-    """The configured ports, free loopback ports where unset."""
+    """The configured ports, distinct free loopback ports where unset (Triton refuses two endpoints on one port)."""
+    http, grpc, metrics = free_ports(3)
     return TritonEndpoints(
         settings.triton_host,
-        settings.triton_http_port or free_port(),
-        settings.triton_grpc_port or free_port(),
-        settings.triton_metrics_port or free_port(),
+        settings.triton_http_port or http,
+        settings.triton_grpc_port or grpc,
+        settings.triton_metrics_port or metrics,
     )
 
 
