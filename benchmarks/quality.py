@@ -108,7 +108,13 @@ def main() -> None:
     parser.add_argument("--lr-schedule", choices=list(SCHEDULES), default=TrainConfig.model_fields["lr_schedule"].default, help="after the warm-up")
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default, help="optimiser steps of linear warm-up")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.model_fields["eval_every"].default, help="epochs between validation passes")
-    parser.add_argument("--interest-minutes", type=float, default=20.0, help="time budget of each interest model (0: none)")
+    parser.add_argument(
+        "--interest-minutes",
+        type=float,
+        default=0.0,
+        help="time budget of each interest model, beside --interest-epochs (default 0: none; a budget makes the rows depend "
+        "on the machine's speed, and too small a one leaves the beyond-log items noise)",
+    )
     parser.add_argument(
         "--interest-epochs",
         type=int,

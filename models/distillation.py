@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -110,7 +110,7 @@ def build_side_data(
             result.report["pattern"] = result.patterns.best.model_dump()
             result.report["examples_with_steps"] = [sum(vectors is not None for vectors in part) for part in steps]
     if side.beyond_log:
-        beyond = _cross_fitted_interests(data, split, tokenizer, interests, side.max_beyond_log)
+        beyond, result.report["beyond_log"] = _cross_fitted_interests(data, split, tokenizer, interests, side.max_beyond_log)
     result.train, result.valid, result.test = (
         [UserContext(step, items) for step, items in zip(part_steps, part_items, strict=True)]
         for part_steps, part_items in zip(steps, beyond, strict=True)
@@ -160,17 +160,26 @@ def _fold(user: str) -> int:
 
 def _cross_fitted_interests(
     data: SequenceData, split: Split, tokenizer: SemanticIdTokenizer, config: InterestTrainConfig, count: int
-) -> list[list[list[int]]]:
-    """Beyond-log items of every example from the interest model of the other half of the users."""
+) -> tuple[list[list[list[int]]], dict[str, object]]:
+    """Beyond-log items of every example from the interest model of the other half of the users, and a report: each
+    fold model's training, and per split part the share of examples whose target is among their items (a weak
+    interest model shows there first, as a segment that only adds noise; the test share is never trained on)."""
     futures = future_split(data)
-    inferred: list[list[list[int]]] = [[[] for _ in part.targets] for part in (split.train, split.valid, split.test)]
+    parts = {"train": split.train, "valid": split.valid, "test": split.test}
+    inferred: dict[str, list[list[int]]] = {name: [[] for _ in part.targets] for name, part in parts.items()}
+    folds = []
     for fold in (0, 1):
         keep = [i for i, user in enumerate(futures.users) if _fold(user) != fold]
         half = FutureSplit([futures.users[i] for i in keep], [futures.histories[i] for i in keep], [futures.futures[i] for i in keep])
-        model, _ = train_interest_model(tokenizer, half, config)
-        for part, out in zip((split.train, split.valid, split.test), inferred, strict=True):
+        model, training = train_interest_model(tokenizer, half, config)
+        history = cast(list[dict[str, float]], training["history"])
+        folds.append({"users": len(keep), "epochs": len(history), "loss": history[-1]["loss"], "train_seconds": training["train_seconds"]})
+        for name, part in parts.items():
             rows = [i for i, user in enumerate(part.users) if _fold(user) == fold]
             for row, found in zip(rows, infer_all(model, [part.histories[i] for i in rows], batch_size=256), strict=True):
-                out[row] = [item for item in found if item >= 0][:count]
-    return inferred
-
+                inferred[name][row] = [item for item in found if item >= 0][:count]
+    hits = {
+        name: round(sum(target in items for target, items in zip(part.targets, inferred[name], strict=True)) / max(1, len(part)), 4)
+        for name, part in parts.items()
+    }
+    return list(inferred.values()), {"folds": folds, "target_among_items": hits}

@@ -96,6 +96,10 @@ def test_the_full_distilled_model_trains_with_mined_patterns_and_cross_fitted_in
     assert all(pattern.structure[-1] == "target" for pattern in library.candidates)
     metrics = json.loads((version / "metrics.json").read_text())
     assert metrics["side_inputs"]["pattern"]["structure"] == list(library.best.structure)
+    beyond_log = metrics["side_inputs"]["beyond_log"]
+    assert [fold["epochs"] for fold in beyond_log["folds"]] == [TINY_TRAINING["interests"]["epochs"]] * 2  # type: ignore[index]
+    assert set(beyond_log["target_among_items"]) == {"train", "valid", "test"}
+    assert all(0.0 <= share <= 1.0 for share in beyond_log["target_among_items"].values())
     ranker = TigerRanker.load(version / "ranker")
     assert ranker.config.side.reasoning == "structured" and ranker.item_vectors.shape == (60, 384)
     assert ranker.item_vectors.abs().sum(1).gt(0).all()  # every item has a knowledge vector
