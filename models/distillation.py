@@ -26,6 +26,7 @@ from tqdm import tqdm
 from models.datasets import SequenceData, Split
 from models.interest_training import FutureSplit, InterestTrainConfig, future_split, infer_all, train_interest_model
 from models.knowledge import knowledge_vectors
+from models.metrics import set_metrics
 from models.patterns import ChainReasoner, PatternLibrary, apply_pattern, mine_patterns
 from models.text_encoder import TextEncoder
 from models.tiger import SemanticIdTokenizer, SideInputs, UserContext
@@ -179,7 +180,7 @@ def _cross_fitted_interests(
             for row, found in zip(rows, infer_all(model, [part.histories[i] for i in rows], batch_size=256), strict=True):
                 inferred[name][row] = [item for item in found if item >= 0][:count]
     hits = {
-        name: round(sum(target in items for target, items in zip(part.targets, inferred[name], strict=True)) / max(1, len(part)), 4)
+        name: round(set_metrics(inferred[name], [[target] for target in part.targets], count)[f"hit_rate@{count}"], 4) if len(part) else 0.0
         for name, part in parts.items()
     }
     return list(inferred.values()), {"folds": folds, "target_among_items": hits}
