@@ -368,6 +368,9 @@ class TigerRanker(torch.nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
             self.model = T5ForConditionalGeneration(t5_config)
+            # T5 draws an untied head with std 1, sized for the tied head's input scaled by d_model ** -0.5: here
+            # that would start the logits about sqrt(d_model) wide (a first-epoch loss near 14), so scale it alike
+            torch.nn.init.normal_(self.model.lm_head.weight, std=width**-0.5)
             self.side = torch.nn.ModuleDict()
             if side.knowledge:
                 self.side["knowledge"] = torch.nn.Linear(side.vector_dim, width, bias=False)
