@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from pathlib import Path
 
@@ -143,6 +144,14 @@ def test_score_matches_teacher_forcing_and_beam_scores(ranker: TigerRanker) -> N
     ragged = ranker.score(["a", "b", "c"], [[1], [], [2, 3]], [[4, 5, 6], [], [-7]])
     assert [len(row) for row in ragged] == [3, 0, 1] and ragged[2][0] == float("-inf")
     assert [len(row) for row in ranker.score(["a"], [[1]], [[]])] == [0]
+
+
+def test_an_untrained_ranker_starts_near_a_uniform_guess(tokenizer: SemanticIdTokenizer) -> None:
+    # an output head drawn at T5's untied std of 1 starts the logits ~sqrt(d_model) wide, a loss several times this
+    users, histories = requests(32, seed=11)
+    targets = [random.Random(index).randrange(NUM_ITEMS) for index in range(len(users))]
+    fresh = TigerRanker(tokenizer, SMALL, device="cpu")
+    assert fresh.loss(fresh.batch(users, histories, targets)).item() < math.log(tokenizer.vocab_size) + 1
 
 
 def cycle_examples(count: int, seed: int) -> tuple[list[str], list[list[int]], list[int]]:
