@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test browser bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load clean
+.PHONY: setup demo up down test browser vllm-env bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo clean
 
 setup: $(STAMP)
 
@@ -25,14 +25,25 @@ up: setup
 down: setup
 	$(BIN)/reaseq down
 
-test: setup browser
+test: setup browser vllm-env
 	$(BIN)/python -m pytest -q
 
-# Headless Chromium for the operator page's test (Debian's package; not on a fresh machine).
+# vLLM's own environment for the LLM tests (several GB, minutes: once), so no test waits on a package index. The stamp
+# is the file infra/vllm.py writes into it; make touches it too, so an edit that leaves the pins alone costs one check.
+VLLM_STAMP := $(or $(REASEQ_STATE_DIR),.state)/vllm-env/.installed
+
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m infra.vllm
+	@touch $@
+
+# Headless Chromium for the operator page's test (Debian's package; not on a fresh machine). Its recommends are a
+# desktop's (avahi, udev, upower, a systemd upgrade); headless rendering needs none, and a font comes with fontconfig.
 browser: SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 bench-stream: setup
 	$(BIN)/python -m benchmarks.stream
@@ -51,6 +62,9 @@ bench-training: setup
 
 bench-load: setup
 	$(BIN)/python -m benchmarks.load
+
+bench-demo: setup
+	$(BIN)/python -m benchmarks.demo
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality

@@ -34,7 +34,7 @@ from rich.console import Console
 from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import spawn_async_worker, spawn_worker, stop_process
+from infra.processes import spawn_async_worker, spawn_worker, stop_process
 from infra.vllm import VLLMServer, build_tiny_model, ensure_env
 from reaseq.contracts import CatalogItem
 from reaseq.publish import producer

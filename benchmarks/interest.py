@@ -28,7 +28,8 @@ from benchmarks.sizes import RANKER_SIZES
 from models.artifact import ModelArtifact
 from models.datasets import SequenceData, load_dataset
 from models.diffusion import InterestDiffusion
-from models.interest_training import INTERESTS_DIR, InterestTrainConfig, future_split, infer_all
+from models.interest_training import InterestTrainConfig, future_split, infer_all
+from models.store import INTERESTS_DIR
 from models.metrics import novelty, semantic_consistency, set_metrics
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.train import TrainConfig, train

@@ -30,7 +30,7 @@ from rich.table import Table
 from benchmarks.common import machine
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import spawn_worker, stop_process
+from infra.processes import spawn_worker, stop_process
 from reaseq.fuzz import GENERATION, LOAD_LIMITS, load_mix, run_mix
 from reaseq.settings import Settings
 

@@ -40,7 +40,7 @@ from benchmarks.common import machine, percentile
 from benchmarks.sizes import RANKER_SIZES
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import spawn_worker, stop_process
+from infra.processes import spawn_worker, stop_process
 from infra.triton import ModelRepository, TritonServer
 from models.datasets import load_from_topics
 from models.rqvae import RQVAEConfig

@@ -42,7 +42,7 @@ from rich.table import Table
 from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import log_tail, run_dir, spawn_worker, stop_process
+from infra.processes import log_tail, run_dir, spawn_worker, stop_process
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind
 from reaseq.publish import producer
 from reaseq.settings import Settings

@@ -20,6 +20,9 @@ from confluent_kafka import KafkaException
 
 from infra.control import active_generation
 from infra.offsets import exact_end_offsets, list_partitions
+from infra.stack import stack_processes
+from infra.supervisor import ComponentReport
+from models.store import has_interest_model, newest_version
 from reaseq.settings import Settings
 from reaseq.status import Health, HealthState, llm_health, pipeline_lag, triton_health
 from reaseq.topics import (
@@ -120,11 +123,13 @@ class HealthSampler:
             components = self._check(generation, totals)
         except KafkaException as error:
             log.warning("broker not reachable", extra={"error": str(error)})
+            components = [
+                Component("broker", "down", f"{self.bootstrap} not reachable: {error}"),
+                health_component("LLM backend", llm_health(self.settings)),
+            ]
+            processes = stack_processes(self.settings)
             with self._lock:
-                self._components = [
-                    Component("broker", "down", f"{self.bootstrap} not reachable: {error}"),
-                    health_component("LLM backend", llm_health(self.settings)),
-                ]
+                self._components = components if processes is None else with_processes(components, processes, self._generation)
                 self._checked_at = now
             return
         with self._lock:
@@ -139,9 +144,44 @@ class HealthSampler:
             settings.worker_group("interests"): "interest worker",
         }
         components = [Component("broker", "ok", f"{bootstrap} reachable, serving generation {generation}")]
-        components += [lag_component(names[group], lag) for group, lag in pipeline_lag(settings, bootstrap, generation).items()]
+        lags = pipeline_lag(settings, bootstrap, generation)
+        components += [lag_component(names[group], lag) for group, lag in lags.items()]
+        held = sum(lags[settings.worker_group("interests")].values())
+        if held and newest_version(settings.model_store, having=has_interest_model) is None:
+            # The interest worker leaves requests in the topic until a model exists: held work, not a backlog.
+            detail = f"{held:,} requests held until a model is trained (`reaseq train`, or `reaseq up --train`)"
+            components = [Component(c.name, "warn", detail, c.lag) if c.name == "interest worker" else c for c in components]
         components.append(health_component("Triton", triton_health(settings)))
         components.append(health_component("LLM backend", llm_health(settings)))
         dead = totals[DEAD_LETTERS.name]
         components.append(Component("dead letters", "warn" if dead else "ok", f"{dead:,} records rejected in total"))
-        return components
+        processes = stack_processes(settings)
+        return components if processes is None else with_processes(components, processes, generation)
+
+
+def _process_names(component: str, processes: dict[str, ComponentReport], generation: int) -> list[str]:
+    """The local stack's processes behind one component of the page."""
+    if component == "stream workers":
+        return [name for name in processes if name.startswith("w") and name.endswith(f".g{generation}")]
+    return [name for name in processes if name == PROCESS_OF.get(component)]
+
+
+PROCESS_OF = {"broker": "broker", "enrichment worker": "enrich", "interest worker": "interests", "Triton": "triton"}
+
+
+def with_processes(components: list[Component], processes: dict[str, ComponentReport], generation: int) -> list[Component]:
+    """``components`` as the local stack's processes qualify them: one whose process is gone is down, whatever its lag
+    says, and a process's restarts show in its detail; processes without a component of their own (the page, the
+    supervisor) are added when they are not running."""
+    shown: set[str] = set()
+    qualified = []
+    for component in components:
+        names = _process_names(component.name, processes, generation)
+        shown.update(names)
+        notes = "; ".join(f"{name}: {processes[name].describe()}" for name in names if processes[name].state != "running" or processes[name].restarts)
+        if any(processes[name].state != "running" for name in names):
+            qualified.append(Component(component.name, "down", f"{notes} ({component.detail})", component.lag))
+        else:
+            qualified.append(Component(component.name, component.state, f"{component.detail}; {notes}" if notes else component.detail, component.lag))
+    others = [process for name, process in processes.items() if name not in shown and process.state != "running"]
+    return qualified + [Component(process.name, "down", process.describe()) for process in others]

@@ -23,7 +23,8 @@ from rich.panel import Panel
 from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
-from infra.stack import RunState, StackError, start_serving, start_stack, stop_stack
+from infra.demo_lag import describe_lag
+from infra.stack import RunState, StackError, stack_failure, start_serving, start_stack, stop_stack
 from infra.triton import TritonError, served_version
 from infra.watch import PipelineWatch
 from models.datasets import load_from_topics
@@ -51,14 +52,13 @@ class DemoRun:
     watch: PipelineWatch
     phase: str = "starting"
     published: int = 0
-    lag: int = 0
+    lag: dict[str, dict[str, int]] | None = None  # records behind, per consumer group and topic
     _lag_at: float = 0.0
 
     def refresh(self) -> None:
         self.watch.poll(0.3)
         if time.monotonic() - self._lag_at > 2.0:  # lag needs a few broker round trips: not every frame
-            lags = pipeline_lag(self.settings, self.state.bootstrap, generation=1)
-            self.lag = sum(sum(per_topic.values()) for per_topic in lags.values())
+            self.lag = pipeline_lag(self.settings, self.state.bootstrap, generation=1)
             self._lag_at = time.monotonic()
 
     def model_version(self) -> str:
@@ -77,7 +77,8 @@ class DemoRun:
         table.add_column()
         table.add_row("interactions published", f"{self.published:,} of {len(self.world.interactions):,}")
         table.add_row("interactions in user state", f"{watch.applied:,} ({watch.rate():,.0f} events/s)")
-        table.add_row("consumer lag (all groups)", f"{self.lag:,}")
+        served = self.state.triton is not None
+        table.add_row("consumer lag", describe_lag(self.settings, self.lag or {}, model_served=served))
         table.add_row("items enriched", f"{len(watch.knowledge):,} of {len(self.world.items):,}")
         table.add_row("users with inferred interests", f"{len(watch.interests):,} of {users:,}")
         table.add_row("users with reasoning steps", f"{len(watch.reasoning):,} of {users:,}")
@@ -85,69 +86,39 @@ class DemoRun:
         table.add_row("model version", self.model_version())
         return table
 
-    def until(self, live: Live, done: Callable[[], bool], phase: str, step: Callable[[], None] | None = None) -> float:
-        """Refresh the view until ``done``; returns the seconds it took."""
+    def until(self, console: Console, done: Callable[[], bool], phase: str, step: Callable[[], None] | None = None) -> float:
+        """Show the live view until ``done``, calling ``step`` each frame; returns the seconds it took. Stops with a
+        StackError naming the process when one of the stack's cannot stay up, or when the phase times out."""
         self.phase, started = phase, time.monotonic()
-        while not done():
-            if time.monotonic() - started > PHASE_TIMEOUT_S:
-                raise StackError(f"demo phase '{phase}' did not finish in {PHASE_TIMEOUT_S:.0f} s (logs: {self.settings.state_dir}/run)")
-            if step:
-                step()
-            self.refresh()
-            live.update(self.view())
+        with Live(self.view(), console=console, refresh_per_second=4) as live:
+            while not done():
+                if (failure := stack_failure(self.settings)) is not None:
+                    raise StackError(f"demo phase '{phase}' stopped: {failure}")
+                if time.monotonic() - started > PHASE_TIMEOUT_S:
+                    raise StackError(f"demo phase '{phase}' did not finish in {PHASE_TIMEOUT_S:.0f} s (logs: {self.settings.state_dir}/run)")
+                if step:
+                    step()
+                self.refresh()
+                live.update(self.view())
+        if not console.is_terminal:  # rich ends a Live's last frame with a newline on a terminal only
+            console.line()
         return time.monotonic() - started
-
-
-def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate: float, console: Console) -> bool:
-    """Run the whole pipeline on a generated world and print what it did; stops everything it started.
-    Returns whether every part finished."""
-    root = settings.state_dir / "demo"
-    settings = settings.model_copy(update={"state_dir": root / "state", "model_store": root / "model_store"})
-    world = generate(n_items, n_users, n_events)
-    split = int(len(world.interactions) * (1 - LIVE_SHARE))
-    history, live_events = world.interactions[:split], world.interactions[split:]
-    stop_stack(settings)  # a demo interrupted before it could stop its own
-    shutil.rmtree(root, ignore_errors=True)  # the embedded broker starts empty: so must every store
-    try:
-        state = start_stack(settings, workers=2, generation=1, serve=False)
-    except StackError as exc:
-        console.print(f"[red]{exc}[/red]")
-        return False
-    console.print(f"broker {state.bootstrap}; stream workers, enrichment and interest workers running (logs in {settings.state_dir}/run)")
-    if state.web:
-        console.print(f"watch it on the operator page: {state.web.url}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the stack
-    watch = PipelineWatch(settings, state.bootstrap)
-    run = DemoRun(settings, state, world, watch)
-    try:
-        _stream_history(run, history, console)
-        _train_and_serve(run, console)
-        live_seconds = _stream_live(run, live_events, rate, console)
-        console.print(_summary(run, len(history), live_seconds))
-        return True
-    except (StackError, TritonError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        return False
-    finally:
-        watch.close()
-        stop_stack(settings)
-        console.print("stopped Triton, the workers and the broker")
 
 
 def _stream_history(run: DemoRun, history: list[Interaction], console: Console) -> None:
     settings, bootstrap, world = run.settings, run.state.bootstrap, run.world
     late = world.items[: len(world.items) // 10]  # published after their interactions: held pending, then resolved
     expected = len(history)  # each generated interaction is distinct: each adds one to its user's version
-    with Live(run.view(), console=console, refresh_per_second=4) as live:
+    with console.status("publishing the catalog and the history"):
         publish_lines(settings, bootstrap, "items", (encode(i) for i in world.items[len(late):]), "demo")
         publish_lines(settings, bootstrap, "events", [encode(i) for i in history] + BAD_RECORDS, "demo", validate=False)
         publish_lines(settings, bootstrap, "items", (encode(i) for i in late), "demo")
-        run.published = len(history)
-        seconds = run.until(
-            live,
-            lambda: run.watch.applied >= expected and len(run.watch.knowledge) >= len(world.items),
-            "catalog and history streaming in; items being enriched",
-        )
+    run.published = len(history)
+    seconds = run.until(
+        console,
+        lambda: run.watch.applied >= expected and len(run.watch.knowledge) >= len(world.items),
+        "catalog and history streaming in; items being enriched",
+    )
     console.print(
         f"part 1: {len(world.items):,} items ({len(late)} published after their interactions) and {len(history):,} interactions "
         f"in state and enriched in {seconds:.1f} s; {len(BAD_RECORDS)} bad records dead-lettered"
@@ -161,8 +132,7 @@ def _train_and_serve(run: DemoRun, console: Console) -> None:
     console.print(f"trained {version.name} in {time.monotonic() - started:.0f} s")
     with console.status("starting Triton with it (the replica catches up with the feature topics before it is ready)"):
         start_serving(run.settings, run.state, version)
-    with Live(run.view(), console=console, refresh_per_second=4) as live:
-        seconds = run.until(live, lambda: len(run.watch.interests) >= len(run.watch.users), "the interest worker infers every user's interests")
+    seconds = run.until(console, lambda: len(run.watch.interests) >= len(run.watch.users), "the interest worker infers every user's interests")
     console.print(f"every user's beyond-log interests and reasoning steps inferred with the new model in {seconds:.1f} s")
 
 
@@ -192,8 +162,7 @@ def _stream_live(run: DemoRun, live_events: list[Interaction], rate: float, cons
         return not pending and state_done and interests_done
 
     started = time.monotonic()
-    with Live(run.view(), console=console, refresh_per_second=4) as live:
-        seconds = run.until(live, caught_up, f"streaming live interactions at {rate:,.0f}/s", step=offer)
+    seconds = run.until(console, caught_up, f"streaming live interactions at {rate:,.0f}/s", step=offer)
     console.print(f"part 3: {len(live_events):,} live interactions offered at {rate:,.0f}/s, all in state and interests in {seconds:.1f} s")
     return seconds
 

@@ -19,7 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from infra.control import active_generation, write_generation
 from infra.offsets import exact_end_offsets, group_lag, list_partitions, offsets_consumer
 from infra.provision import generation_topics, provision
-from infra.stack import WorkerProcess, load_run_state, save_run_state, spawn_worker, stop_process
+from infra.processes import spawn_worker, stop_process, worker_args
+from infra.stack import WorkerProcess, load_run_state, save_run_state, supervised_pids
+from infra.supervisor import ComponentSpec, want
 from reaseq.settings import Settings
 from reaseq.topics import BY_ITEM, BY_USER, EVENTS, ITEMS, topic_name
 from streams.app import worker_datadir
@@ -91,18 +93,30 @@ def run_replay(settings: Settings, bootstrap: str, from_time: datetime | None, w
     provision(settings, bootstrap, generation)
     if from_time is not None:
         _start_from(settings, bootstrap, settings.app_name(generation), from_time)
-    started = [WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)]
+    state = load_run_state(settings)
+    names = [f"w{i}" for i in range(workers)]
+    if state is not None and state.supervisor_pid is not None:  # the local stack's supervisor runs them
+        specs = [ComponentSpec(name=f"{name}.g{generation}", args=worker_args(generation, name)) for name in names]
+        want(settings, add=specs)
+        pids = supervised_pids(settings, [spec.name for spec in specs])
+        started = [WorkerProcess(name, generation, pids[f"{name}.g{generation}"]) for name in names]
+        cancel = lambda: want(settings, remove=[spec.name for spec in specs])  # noqa: E731
+    else:
+        started = [WorkerProcess(name, generation, spawn_worker(settings, bootstrap, generation, name).pid) for name in names]
+        cancel = lambda: [stop_process(worker.pid) for worker in started]  # noqa: E731
     try:
         wait_caught_up(settings, bootstrap, generation, console)
     except BaseException:
-        for worker in started:
-            stop_process(worker.pid)
+        cancel()
         raise
     write_generation(settings, bootstrap, generation, int(from_time.timestamp() * 1000) if from_time else None)
-    state = load_run_state(settings)
     if state is not None:
-        for old in [w for w in state.workers if w.generation != generation]:
-            stop_process(old.pid)
+        old = [w for w in state.workers if w.generation != generation]
+        if state.supervisor_pid is not None:
+            want(settings, remove=[f"{w.name}.g{w.generation}" for w in old])
+        else:
+            for worker in old:
+                stop_process(worker.pid)
         state.workers = [w for w in state.workers if w.generation == generation] + started
         save_run_state(settings, state)
     return generation

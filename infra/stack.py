@@ -1,25 +1,25 @@
 """The local stack: the embedded broker (unless KAFKA_BOOTSTRAP is set), stream workers, the asynchronous workers,
 the operator web page and Triton.
 
-A run file under ``<state_dir>/run/`` records what is running, so that CLI commands started later
-(publish, status, replay, down) find the broker and the workers.
+The broker is started here; every other process is run by the stack's supervisor (``infra.supervisor``), which
+restarts one that exits. A run file under ``<state_dir>/run/`` records what is running, so that CLI commands
+started later (publish, status, replay, down) find the broker, the page and Triton.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from infra.broker import EmbeddedBroker, wait_until_answers
 from infra.ports import free_port
+from infra.processes import ASYNC_WORKERS, pid_alive, run_dir, spawn_cli, stop_process, worker_args
 from infra.provision import provision
+from infra.supervisor import SUPERVISOR, ComponentReport, ComponentSpec, read_report, report_file, want, wanted_file
 from reaseq.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 class StackError(RuntimeError):
     """The local stack is not running or could not be started."""
-
-
-AsyncWorker = Literal["enrich", "interests"]
-ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests")  # item knowledge, beyond-log interests
 
 
 @dataclass
@@ -65,49 +61,62 @@ class WebProcess:
 class RunState:
     bootstrap: str
     broker_pid: int | None = None
+    supervisor_pid: int | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
     async_workers: dict[str, int] = field(default_factory=dict)  # their CLI command -> pid
     triton: TritonProcess | None = None
     web: WebProcess | None = None
 
 
-def run_dir(settings: Settings) -> Path:
-    return settings.state_dir / "run"
-
-
 def _run_file(settings: Settings) -> Path:
     return run_dir(settings) / "stack.json"
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last lines of a process log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def load_run_state(settings: Settings) -> RunState | None:
+    """The running stack, its pids as the supervisor last saw them (a restarted process has a new one)."""
     path = _run_file(settings)
     if not path.exists():
         return None
     body = json.loads(path.read_text())
-    state = RunState(bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"))
-    state.async_workers = {name: pid for name, pid in body.get("async_workers", {}).items() if pid_alive(pid)}
-    state.workers = [WorkerProcess(**w) for w in body.get("workers", []) if pid_alive(w["pid"])]
+    report = read_report(settings)
+    pids = {name: c.pid for name, c in report.components.items() if c.pid is not None} if report else {}
+    state = RunState(bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"), supervisor_pid=body.get("supervisor_pid"))
+    state.async_workers = {name: pids.get(name, pid) for name, pid in body.get("async_workers", {}).items()}
+    state.workers = [WorkerProcess(w["name"], w["generation"], pids.get(f"{w['name']}.g{w['generation']}", w["pid"])) for w in body.get("workers", [])]
     triton = body.get("triton")
-    state.triton = TritonProcess(**triton) if triton and pid_alive(triton["pid"]) else None
+    state.triton = TritonProcess(**{**triton, "pid": pids.get("triton", triton["pid"])}) if triton else None
     web = body.get("web")
-    state.web = WebProcess(**web) if web and pid_alive(web["pid"]) else None
+    state.web = WebProcess(pids.get("web", web["pid"]), web["url"]) if web else None
+    if state.supervisor_pid is None and not any(pid_alive(pid) for pid in _pids(state)):
+        return None  # a stack of an earlier release, gone
     return state
+
+
+def stack_processes(settings: Settings) -> dict[str, ComponentReport] | None:
+    """The local stack's processes as its supervisor last saw them, each checked against the process table (a
+    supervisor that died leaves a stale report), and the supervisor itself when it is gone; None without a stack."""
+    state = load_run_state(settings)
+    if state is None or state.supervisor_pid is None:
+        return None
+    report = read_report(settings)
+    processes = {
+        name: c if c.state != "running" or (c.pid is not None and pid_alive(c.pid)) else c.model_copy(update={"state": "down"})
+        for name, c in (report.components if report else {}).items()
+    }
+    if not pid_alive(state.supervisor_pid):
+        processes[SUPERVISOR] = ComponentReport(
+            name=SUPERVISOR,
+            state="down",
+            pid=state.supervisor_pid,
+            last_error="the supervisor exited: no process is restarted; `reaseq down`, then `reaseq up`",
+            log=str(run_dir(settings) / f"{SUPERVISOR}.log"),
+        )
+    return processes
+
+
+def _pids(state: RunState) -> list[int]:
+    pids = [w.pid for w in state.workers] + list(state.async_workers.values())
+    return pids + [p.pid for p in (state.triton, state.web) if p is not None]
 
 
 def triton_endpoints(settings: Settings) -> TritonEndpoints | None:
@@ -139,68 +148,14 @@ def resolve_bootstrap(settings: Settings) -> str:
     return state.bootstrap
 
 
-def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
-    """Environment of a child process: the parent's, plus every setting, so the child sees the same Settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(exclude={"kafka_bootstrap"}, exclude_none=True).items():
-        env[f"REASEQ_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
-    env["KAFKA_BOOTSTRAP"] = bootstrap
-    return env
-
-
-def spawn_cli(settings: Settings, bootstrap: str, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-    """Start ``reaseq <args>`` detached, with the settings in its environment; its log is ``run/<log_name>.log``."""
-    run_dir(settings).mkdir(parents=True, exist_ok=True)
-    with open(run_dir(settings) / f"{log_name}.log", "ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "reaseq.cli", *args],
-            env=worker_env(settings, bootstrap),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> subprocess.Popen[bytes]:
-    """Start a stream worker process; its log goes to ``<state_dir>/run/<name>.g<generation>.log``."""
-    return spawn_cli(settings, bootstrap, ["worker", "--generation", str(generation), "--name", name], f"{name}.g{generation}")
-
-
-def spawn_async_worker(settings: Settings, bootstrap: str, command: AsyncWorker) -> subprocess.Popen[bytes]:
-    """Start an asynchronous worker, ``reaseq enrich`` or ``reaseq interests`` (log: ``run/<command>.log``)."""
-    return spawn_cli(settings, bootstrap, [command], command)
-
-
-def stop_process(pid: int, timeout_s: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within the timeout."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                return
-        except ChildProcessError:  # not our child: poll for its disappearance instead
-            if not pid_alive(pid):
-                return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def start_stack(settings: Settings, workers: int, generation: int, serve: bool = True) -> RunState:
-    """Start broker (unless external), workers and, with ``serve`` and a trained model, Triton; all detached.
-
-    Triton serves the repository's newest ranker version, or the model store's newest when none was published.
-    """
+    """Start the broker (unless external), then the supervisor with the workers and the page and, with ``serve`` and a
+    trained model, Triton. Triton serves the repository's newest ranker version, or the model store's newest when
+    none was published."""
     existing = load_run_state(settings)
     if existing and existing.broker_pid and pid_alive(existing.broker_pid):
         raise StackError(f"a local stack is already running (broker pid {existing.broker_pid}); `reaseq down` first")
+    wanted_file(settings).unlink(missing_ok=True)  # what a stack that was not stopped cleanly wanted
     if settings.kafka_bootstrap:
         bootstrap, broker_pid = settings.kafka_bootstrap, None
         wait_until_answers(bootstrap)
@@ -210,36 +165,61 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
         assert broker.process is not None
         bootstrap, broker_pid = broker.bootstrap, broker.process.pid
     provision(settings, bootstrap, generation)
-    state = RunState(bootstrap=bootstrap, broker_pid=broker_pid)
-    state.workers = [
-        WorkerProcess(f"w{i}", generation, spawn_worker(settings, bootstrap, generation, f"w{i}").pid) for i in range(workers)
-    ]
-    state.async_workers = {command: spawn_async_worker(settings, bootstrap, command).pid for command in ASYNC_WORKERS}
     port = settings.web_port or free_port()
-    state.web = WebProcess(spawn_cli(settings, bootstrap, ["web", "--port", str(port)], "web").pid, f"http://127.0.0.1:{port}/")
+    components = [ComponentSpec(name=f"w{i}.g{generation}", args=worker_args(generation, f"w{i}")) for i in range(workers)]
+    components += [ComponentSpec(name=command, args=[command]) for command in ASYNC_WORKERS]
+    components.append(ComponentSpec(name="web", args=["web", "--port", str(port)]))
+    want(settings, add=components, broker_pid=broker_pid)
+    supervisor = spawn_cli(settings, bootstrap, ["supervise"], SUPERVISOR)
+    pids = supervised_pids(settings, [spec.name for spec in components])
+    state = RunState(bootstrap=bootstrap, broker_pid=broker_pid, supervisor_pid=supervisor.pid)
+    state.workers = [WorkerProcess(f"w{i}", generation, pids[f"w{i}.g{generation}"]) for i in range(workers)]
+    state.async_workers = {command: pids[command] for command in ASYNC_WORKERS}
+    state.web = WebProcess(pids["web"], f"http://127.0.0.1:{port}/")
     save_run_state(settings, state)
     if serve:
         start_serving(settings, state)
     return state
 
 
+def supervised_pids(settings: Settings, names: list[str], timeout_s: float = 60.0) -> dict[str, int]:
+    """The pids the supervisor started ``names`` with, once it has started them all."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        report = read_report(settings)
+        pids = {name: c.pid for name, c in report.components.items() if c.pid is not None} if report else {}
+        if all(name in pids for name in names):
+            return pids
+        time.sleep(0.2)
+    raise StackError(f"the supervisor did not start {', '.join(names)} within {timeout_s:.0f} s (log: {run_dir(settings)}/supervisor.log)")
+
+
 def start_serving(settings: Settings, state: RunState, model_dir: Path | None = None) -> TritonProcess | None:
-    """Start Triton in the running stack, serving ``model_dir`` (published as the next version) or else the
-    repository's newest version, or the model store's newest; None when there is no trained model at all."""
-    from infra.triton import ModelRepository, TritonServer
+    """Have the supervisor run Triton in the running stack, serving ``model_dir`` (published as the next version) or
+    else the repository's newest version, or the model store's newest; None when there is no trained model at all."""
+    from infra.triton import TRITON, ModelRepository, endpoints_for, port_env, wait_ready
 
     repository = ModelRepository(settings)
     if model_dir is not None:
         repository.publish(model_dir)
     elif not repository.ensure_version(settings.model_store):
         return None
-    server = TritonServer(settings, state.bootstrap)
-    server.start()
-    assert server.process is not None
-    endpoints = server.endpoints
-    state.triton = TritonProcess(server.process.pid, endpoints.host, endpoints.http_port, endpoints.grpc_port, endpoints.metrics_port)
-    save_run_state(settings, state)
+    endpoints = endpoints_for(settings)
+    want(settings, add=[ComponentSpec(name=TRITON, args=["serve"], env=port_env(endpoints))])
+    pid = supervised_pids(settings, [TRITON])[TRITON]
+    state.triton = TritonProcess(pid, endpoints.host, endpoints.http_port, endpoints.grpc_port, endpoints.metrics_port)
+    save_run_state(settings, state)  # before it is ready: status and the page show it while it loads
+    wait_ready(endpoints, lambda: stack_failure(settings, [TRITON]), run_dir(settings) / f"{TRITON}.log", timeout_s=300)
     return state.triton
+
+
+def stack_failure(settings: Settings, names: Collection[str] | None = None) -> str | None:
+    """Why the stack cannot go on, naming the process (of ``names``, default any) that could not stay up and its log;
+    None while each runs or is being restarted."""
+    for name, process in (stack_processes(settings) or {}).items():
+        if process.state in ("failed", "down") and (names is None or name in names):
+            return f"{name} could not stay up: {process.describe()}"
+    return None
 
 
 def serve_version(settings: Settings, state: RunState, model_dir: Path) -> TritonProcess:
@@ -273,19 +253,18 @@ def wait_until_caught_up(settings: Settings, bootstrap: str, groups: list[str], 
 
 
 def stop_stack(settings: Settings) -> RunState | None:
-    """Stop the web page, Triton, the workers, then the broker, of the running local stack."""
+    """Stop the supervisor (which stops the page, Triton and the workers), then the broker, of the running stack."""
     state = load_run_state(settings)
     if state is None:
         return None
-    if state.web:
-        stop_process(state.web.pid)
-    if state.triton:
-        stop_process(state.triton.pid)
-    for pid in state.async_workers.values():
-        stop_process(pid)
-    for worker in state.workers:
-        stop_process(worker.pid)
+    report = read_report(settings)
+    if state.supervisor_pid is not None:
+        stop_process(state.supervisor_pid, timeout_s=90)
+    supervised = [c.pid for c in report.components.values() if c.pid is not None] if report else []
+    for pid in set(_pids(state) + supervised) - {state.broker_pid}:
+        stop_process(pid)  # left by a supervisor that was killed: a no-op when it stopped them
     if state.broker_pid:
         stop_process(state.broker_pid, timeout_s=10)
-    _run_file(settings).unlink(missing_ok=True)
+    for path in (_run_file(settings), wanted_file(settings), report_file(settings)):
+        path.unlink(missing_ok=True)
     return state

@@ -11,11 +11,13 @@ have finished. Rolling back retires the newest folder and loads again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -23,12 +25,14 @@ from pathlib import Path
 import tritonclient.http as triton_http
 
 from infra.ports import free_ports
-from infra.stack import log_tail, stop_process, worker_env
+from infra.processes import log_tail, stop_process, worker_env
 from reaseq.settings import Settings
 
 MODEL_NAME = "ranker"
+TRITON = "triton"  # its process and log name in the local stack
 SOURCE = Path(__file__).resolve().parents[1] / "triton_repo" / MODEL_NAME
 ARTIFACT_FILE = "artifact.json"
+log = logging.getLogger(__name__)
 
 
 class TritonError(RuntimeError):
@@ -80,18 +84,18 @@ class ModelRepository:
 
     def ensure_version(self, model_store: Path) -> bool:
         """Publish the model store's newest version if the repository has none; False when neither has one."""
-        from models.artifact import list_versions
+        from models.store import newest_version
 
         if self.newest() is not None:
             return True
-        trained = list_versions(model_store)
-        if trained:
-            self.publish(trained[-1])
-        return bool(trained)
+        trained = newest_version(model_store)
+        if trained is not None:
+            self.publish(trained)
+        return trained is not None
 
     def publish(self, model_dir: Path, catch_up_timeout_s: float = 120.0) -> int:
         """Add ``model_dir`` as the next version (not loaded yet); returns its number."""
-        from models.artifact import is_version
+        from models.store import is_version
 
         if not is_version(model_dir):
             raise TritonError(f"{model_dir} is not a model version (reaseq train writes them)")
@@ -183,13 +187,17 @@ def start_triton(settings: Settings, bootstrap: str, endpoints: TritonEndpoints,
         return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def exec_triton(settings: Settings, bootstrap: str) -> None:
+def exec_triton(settings: Settings, bootstrap: str, poll_s: float = 2.0) -> None:
     """Replace this process with tritonserver (containers: it then receives the stop signal itself).
 
-    With an empty repository, the model store's newest version is published first.
+    With an empty repository, the model store's newest version is published first; while the store has none
+    either (a container or the stack started before training ended), this waits, checking every ``poll_s``.
     """
-    if not ModelRepository(settings).ensure_version(settings.model_store):
-        raise TritonError(f"no trained model version under {settings.model_store}: `reaseq train` first")
+    repository = ModelRepository(settings)
+    if not repository.ensure_version(settings.model_store):
+        log.info("no trained model version yet; waiting for one", extra={"store": str(settings.model_store)})
+        while not repository.ensure_version(settings.model_store):
+            time.sleep(poll_s)
     command, env = triton_command(settings, bootstrap, endpoints_for(settings))
     os.execve(command[0], command, env)
 
@@ -198,13 +206,24 @@ def admin_client(endpoints: TritonEndpoints, timeout_s: float = 300.0) -> triton
     return triton_http.InferenceServerClient(endpoints.http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
 
 
-def wait_ready(endpoints: TritonEndpoints, process: subprocess.Popen[bytes] | None, log_path: Path, timeout_s: float) -> None:
-    """Block until Triton reports the server and the ranker ready; raise with the log's tail if it dies."""
+def port_env(endpoints: TritonEndpoints) -> dict[str, str]:
+    """The settings that make ``reaseq serve`` bind ``endpoints``: a restarted server keeps its ports."""
+    return {
+        "REASEQ_TRITON_HOST": endpoints.host,
+        "REASEQ_TRITON_HTTP_PORT": str(endpoints.http_port),
+        "REASEQ_TRITON_GRPC_PORT": str(endpoints.grpc_port),
+        "REASEQ_TRITON_METRICS_PORT": str(endpoints.metrics_port),
+    }
+
+
+def wait_ready(endpoints: TritonEndpoints, failure: Callable[[], str | None], log_path: Path, timeout_s: float) -> None:
+    """Block until Triton reports the server and the ranker ready; raise with the log's tail once ``failure`` says
+    why the server cannot come up."""
     client = admin_client(endpoints, timeout_s=5.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise TritonError(f"tritonserver exited with {process.returncode}:\n{log_tail(log_path)}")
+        if (reason := failure()) is not None:
+            raise TritonError(f"{reason}:\n{log_tail(log_path)}")
         try:
             if client.is_server_ready() and client.is_model_ready(MODEL_NAME):
                 return
@@ -262,11 +281,15 @@ class TritonServer:
     def start(self, timeout_s: float = 300.0) -> TritonServer:
         self.process = start_triton(self.settings, self.bootstrap, self.endpoints, self.log_path)
         try:
-            wait_ready(self.endpoints, self.process, self.log_path, timeout_s)
+            wait_ready(self.endpoints, self._exited, self.log_path, timeout_s)
         except TritonError:
             self.stop()
             raise
         return self
+
+    def _exited(self) -> str | None:
+        code = None if self.process is None else self.process.poll()
+        return None if code is None else f"tritonserver exited with {code}"
 
     def stop(self) -> None:
         if self.process is not None:

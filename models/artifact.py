@@ -2,8 +2,8 @@
 
 ``models.train`` writes it: ``ids/`` (semantic-ID table and frozen RQ-VAE), ``ranker/`` (weights and tokenizer),
 ``interests/`` (the interest model), ``reasoning/`` (for a distilled ranker: the mined pattern library and item
-labels), ``items.json`` (item index -> external item id), ``config.json`` and ``metrics.json``. Version names start with
-their UTC training time, so the newest version sorts last.
+labels), ``items.json`` (item index -> external item id), ``config.json`` and ``metrics.json``. ``models.store``
+writes, lists and names versions.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import torch
 
 from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
+from models.store import ITEMS_FILE, version_of
 from models.text_encoder import DEFAULT_MODEL
 from models.tiger import TigerRanker
-
-ITEMS_FILE = "items.json"
 
 
 @dataclass
@@ -51,20 +50,3 @@ class ModelArtifact:
             encoder=config.get("encoder", DEFAULT_MODEL),
             patterns_version=PatternLibrary.load(patterns).version if (patterns / PATTERNS_FILE).is_file() else None,
         )
-
-
-def version_of(directory: Path) -> str:
-    """A version's name as the system reports it: ``<dataset>/<version>``."""
-    return f"{directory.parent.name}/{directory.name}"
-
-
-def is_version(directory: Path) -> bool:
-    return directory.is_dir() and (directory / "ranker").is_dir() and (directory / ITEMS_FILE).is_file()
-
-
-def list_versions(store: Path) -> list[Path]:
-    """Every complete model version under ``store``, oldest first (by name: UTC time, then hash)."""
-    if not store.is_dir():
-        return []
-    found = [version for dataset in store.iterdir() if dataset.is_dir() for version in dataset.iterdir()]
-    return sorted((path for path in found if is_version(path)), key=lambda path: path.name)

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import numpy as np
-from tqdm import tqdm
 
 from models.datasets import SequenceData, Split
 from models.interest_training import FutureSplit, InterestTrainConfig, future_split, infer_all, train_interest_model
 from models.knowledge import knowledge_vectors
 from models.metrics import set_metrics
 from models.patterns import ChainReasoner, PatternLibrary, apply_pattern, mine_patterns
+from models.progress import progress_bar
 from models.text_encoder import TextEncoder
 from models.tiger import SemanticIdTokenizer, SideInputs, UserContext
 from reaseq.contracts import KnowledgeChain
@@ -62,7 +62,7 @@ def item_knowledge(data: SequenceData, encoder: TextEncoder) -> dict[int, Knowle
 
         reasoner = EmbeddedReasoner(encoder)
         reasoner.observe(list(data.catalog.values()))
-        for start in tqdm(range(0, len(missing), 512), desc="item knowledge", unit="batch", leave=False):
+        for start in progress_bar(range(0, len(missing), 512), "item knowledge", "batch"):
             chunk = missing[start : start + 512]
             for index, (chain, _) in zip(chunk, reasoner.reason_batch([data.catalog[i] for i in chunk]), strict=True):
                 chains[index] = chain
@@ -73,7 +73,7 @@ def fused_item_vectors(data: SequenceData, chains: dict[int, KnowledgeChain], en
     """Knowledge vectors by item index [I, d]; zeros for items without text or knowledge."""
     indices = [index for index in sorted(chains) if data.item_text and index in data.item_text]
     vectors = np.zeros((data.num_items, encoder.dimension), dtype=np.float32)
-    for start in tqdm(range(0, len(indices), 1024), desc="knowledge vectors", unit="batch", leave=False):
+    for start in progress_bar(range(0, len(indices), 1024), "knowledge vectors", "batch"):
         chunk = indices[start : start + 1024]
         _, fused = knowledge_vectors(encoder, [data.item_text[i] for i in chunk], [chains[i] for i in chunk])  # type: ignore[index]
         vectors[chunk] = fused

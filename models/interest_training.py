@@ -21,10 +21,11 @@ from tqdm import tqdm
 from models.datasets import SequenceData
 from models.diffusion import DiffusionConfig, InterestDiffusion, training_windows
 from models.metrics import set_metrics
+from models.progress import progress_bar
+from models.store import INTERESTS_DIR
 from models.tiger import SemanticIdTokenizer
 
 HELD_OUT = 2
-INTERESTS_DIR = "interests"  # inside a model version directory
 
 
 class InterestTrainConfig(BaseModel):
@@ -78,7 +79,7 @@ def train_interest_model(
         model.train()
         rng.shuffle(order)
         total = 0.0
-        for start in tqdm(range(0, len(order), config.batch_size), desc=f"interests {epoch}/{config.epochs}", leave=False):
+        for start in progress_bar(range(0, len(order), config.batch_size), f"interests {epoch}/{config.epochs}"):
             rows = order[start : start + config.batch_size]
             loss = model.loss([histories[i] for i in rows], [futures[i] for i in rows])
             optimiser.zero_grad()
@@ -98,7 +99,7 @@ def infer_all(
 ) -> list[list[int]]:
     """The inferred items of every history, most confident first (-1 pads); ``steps`` defaults to the model's."""
     ranked: list[list[int]] = []
-    for start in tqdm(range(0, len(histories), batch_size), desc="inferring interests", unit="batch", leave=False):
+    for start in progress_bar(range(0, len(histories), batch_size), "inferring interests", "batch"):
         ranked.extend(model.infer(histories[start : start + batch_size], steps).items.tolist())
     return ranked
 

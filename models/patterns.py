@@ -21,8 +21,8 @@ from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from tqdm import tqdm
 
+from models.progress import progress_bar
 from workers.user_reasoner import STRUCTURES, WINDOWS, Structure, UserChain
 
 PATTERNS_FILE = "patterns.json"
@@ -97,7 +97,7 @@ def mine_patterns(
     users = len(histories)
     scores = []
     for window in windows:
-        for structure in tqdm(structures, desc=f"generate and validate (window {window})", leave=False):
+        for structure in progress_bar(structures, f"generate and validate (window {window})"):
             chains = reasoner.chains(histories, structure, window)
             written = [row for row, chain in enumerate(chains) if chain is not None]
             targets_of = [chain.target for chain in chains if chain is not None]

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.device import default_device
+from models.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def train_rqvae(
     reset_until = int(config.epochs * config.reset_dead_codes_until)
     history: list[float] = []
     model.train()
-    for epoch in tqdm(range(config.epochs), desc="rq-vae", unit="epoch", leave=False):
+    for epoch in progress_bar(range(config.epochs), "rq-vae", "epoch"):
         order = torch.randperm(len(data), generator=shuffler).to(device)
         usage = torch.zeros(config.levels, config.codebook_size, device=device)
         total = 0.0

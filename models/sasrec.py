@@ -15,11 +15,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
-from tqdm import tqdm
 
 from models.datasets import Examples, SequenceData, Split
 from models.device import default_device
 from models.metrics import MetricAccumulator
+from models.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def train_sasrec(data: SequenceData, split: Split, config: SASRecConfig | None =
         model.train()
         order = torch.randperm(len(sequences), generator=generator)
         total = 0.0
-        for start in tqdm(range(0, len(order), config.batch_size), desc=f"sasrec {epoch}/{config.epochs}", leave=False):
+        for start in progress_bar(range(0, len(order), config.batch_size), f"sasrec {epoch}/{config.epochs}"):
             loss = loss_of(model, sequences[order[start : start + config.batch_size].to(device)])
             optimizer.zero_grad()
             loss.backward()

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from rocksdict import Options, Rdict, WriteBatch
-from tqdm import tqdm
 
 from models.device import default_device
+from models.progress import progress_bar
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -108,8 +108,7 @@ class TextEncoder:
             # Longest first across the whole call, so each model batch pads to similar lengths.
             pending = sorted(missing.items(), key=lambda entry: len(entry[1]), reverse=True)
             batches = range(0, len(pending), batch_size)
-            # Not wrapped rather than disable=: an explicit argument would override TQDM_DISABLE from the environment.
-            for start in tqdm(batches, desc="encoding", unit="batch") if progress and pending else batches:
+            for start in progress_bar(batches, "encoding", "batch", leave=True) if progress and pending else batches:
                 chunk = pending[start : start + batch_size]
                 embedded = self._embed([text for _, text in chunk], batch_size)
                 if store is not None:

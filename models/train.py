@@ -2,7 +2,8 @@
 
 The directory ``<out>/<dataset>/<version>/`` holds ``ids/`` (the semantic-ID table and, for our own IDs, the
 frozen RQ-VAE), ``ranker/`` (weights and tokenizer), ``interests/`` (the masked-diffusion interest model over the
-same semantic IDs), ``config.json``, ``metrics.json`` and ``test_ranks.npy``; the serving side loads the newest version.
+same semantic IDs), ``config.json``, ``metrics.json`` and ``test_ranks.npy``; it appears whole, once all of it is
+written (``models.store``), and the serving side loads the newest version.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 from transformers import get_constant_schedule_with_warmup, get_inverse_sqrt_schedule
 
-from models.artifact import ITEMS_FILE
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
 from models.device import default_device
 from models.distillation import SideData, UserReasonerKind, build_side_data, item_knowledge
@@ -32,8 +32,10 @@ from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
 from models.patterns import REASONING_DIR
+from models.progress import progress_bar
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable, load_published_ids
+from models.store import ITEMS_FILE, stage_version
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker, UserContext
 from reaseq.contracts import KnowledgeChain
@@ -155,7 +157,7 @@ def evaluate(
     """The targets' ranks in beam-search retrieval over all items; ``result()`` gives Recall and NDCG at 5 and 10."""
     accumulator = MetricAccumulator()
     count = len(examples) if limit is None else min(limit, len(examples))
-    for start in tqdm(range(0, count, config.eval_batch_size), desc="evaluating", unit="batch", leave=False):
+    for start in progress_bar(range(0, count, config.eval_batch_size), "evaluating", "batch"):
         stop = min(start + config.eval_batch_size, count)
         ranked, _ = ranker.recommend(
             examples.users[start:stop],
@@ -186,7 +188,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
         rng.shuffle(order)
         total = torch.zeros((), device=ranker.device)  # summed on the device: a per-batch .item() waits for the GPU
         batches = range(0, len(order), config.batch_size)
-        for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False):
+        for start in progress_bar(batches, f"epoch {epoch}/{config.epochs}", "batch"):
             rows = order[start : start + config.batch_size]
             loss = ranker.loss(examples.select(rows))
             optimiser.zero_grad()
@@ -236,30 +238,30 @@ def train(config: TrainConfig, out_dir: Path, state_dir: Path, data: SequenceDat
     if side.item_vectors is not None:
         ranker.set_item_vectors(torch.from_numpy(side.item_vectors))
     version_dir = out_dir / data.name / version_name(config, ids)
-    version_dir.mkdir(parents=True)
-    ids.save(version_dir / "ids")
-    (version_dir / ITEMS_FILE).write_text(json.dumps(data.item_ids))
-    if side.patterns is not None and side.labels is not None:
-        side.patterns.save(version_dir / REASONING_DIR)
-        side.labels.save(version_dir / REASONING_DIR)
-    training = fit(ranker, split, config, version_dir / "ranker", side)
-    best = TigerRanker.load(version_dir / "ranker", ranker.device)
-    test_ranks = evaluate(best, split.test, config, contexts=side.test)
-    np.save(version_dir / TEST_RANKS_FILE, test_ranks.ranks())  # per user, for paired comparisons between versions
-    test = test_ranks.result()
-    interests = train_and_save(best.tokenizer, data, config.interests, version_dir) if config.interest_model else None
-    metrics = {
-        "dataset": data.name,
-        "users": len(split.test),
-        "items": data.num_items,
-        "test": test,
-        "device": str(ranker.device),
-        "train_seconds": round(time.monotonic() - started, 1),
-        **training,
-        "side_inputs": side.report,
-        "interests": interests,
-    }
-    (version_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    (version_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with stage_version(version_dir) as staging:  # readers see the version only once all of it is written
+        ids.save(staging / "ids")
+        (staging / ITEMS_FILE).write_text(json.dumps(data.item_ids))
+        if side.patterns is not None and side.labels is not None:
+            side.patterns.save(staging / REASONING_DIR)
+            side.labels.save(staging / REASONING_DIR)
+        training = fit(ranker, split, config, staging / "ranker", side)
+        best = TigerRanker.load(staging / "ranker", ranker.device)
+        test_ranks = evaluate(best, split.test, config, contexts=side.test)
+        np.save(staging / TEST_RANKS_FILE, test_ranks.ranks())  # per user, for paired comparisons between versions
+        test = test_ranks.result()
+        interests = train_and_save(best.tokenizer, data, config.interests, staging) if config.interest_model else None
+        metrics = {
+            "dataset": data.name,
+            "users": len(split.test),
+            "items": data.num_items,
+            "test": test,
+            "device": str(ranker.device),
+            "train_seconds": round(time.monotonic() - started, 1),
+            **training,
+            "side_inputs": side.report,
+            "interests": interests,
+        }
+        (staging / "config.json").write_text(config.model_dump_json(indent=2))
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("model trained", extra={"version": str(version_dir), "test": test})
     return version_dir

@@ -170,6 +170,17 @@ def up(
         console.print("[yellow]no trained ranker yet: `reaseq up --train`, or `reaseq train ...` then `reaseq models promote`[/yellow]")
 
 
+@app.command(hidden=True)
+def supervise() -> None:
+    """Run the local stack's supervisor in the foreground (`reaseq up` starts it detached)."""
+    from infra.supervisor import run_supervisor
+    from reaseq.logs import configure
+
+    settings = get_settings()
+    configure(settings.log_level)
+    run_supervisor(settings, _bootstrap())
+
+
 @app.command()
 def down() -> None:
     """Stop the local stack started by `reaseq up`."""
@@ -196,11 +207,14 @@ def publish(
 
 @app.command()
 def status() -> None:
-    """Topics, end offsets, consumer lag and store sizes."""
+    """Topics, end offsets, consumer lag, store sizes and the local stack's processes; exits 1 while a component is down."""
     bootstrap = _answering_bootstrap()  # before the slow imports: an unreachable broker is reported at once
     from reaseq.status import collect, render
 
-    console.print(render(collect(get_settings(), bootstrap)))
+    status = collect(get_settings(), bootstrap)
+    console.print(render(status))
+    if status.down:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -263,11 +277,15 @@ def train(
 
 @app.command()
 def serve() -> None:
-    """Run Triton in the foreground with the newest ranker version (containers; `reaseq up` runs it detached)."""
+    """Run Triton in the foreground with the newest ranker version (containers; `reaseq up` runs it detached);
+    with no trained version yet, wait for one."""
     from infra.triton import TritonError, exec_triton
+    from reaseq.logs import configure
 
+    settings = get_settings()
+    configure(settings.log_level)
     try:
-        exec_triton(get_settings(), _bootstrap())
+        exec_triton(settings, _bootstrap())
     except TritonError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -325,7 +343,7 @@ def models_list() -> None:
     import json
 
     from infra.triton import ModelRepository
-    from models.artifact import list_versions, version_of
+    from models.store import list_versions, version_of
 
     settings = get_settings()
     published = {path.resolve(): number for number, path in ModelRepository(settings).versions().items()}
@@ -353,11 +371,10 @@ def models_promote(
     requests; in a local stack without Triton yet, Triton is started with it."""
     from infra.stack import load_run_state, serve_version
     from infra.triton import TritonError
-    from models.artifact import list_versions
+    from models.store import newest_version
 
     settings = get_settings()
-    trained = list_versions(settings.model_store)
-    target = version or (trained[-1] if trained else None)
+    target = version or newest_version(settings.model_store)
     if target is None:
         console.print("[red]no trained model version: `reaseq train` first[/red]")
         raise typer.Exit(2)

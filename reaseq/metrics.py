@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import BaseModel, ValidationError
 
-from infra.stack import pid_alive, run_dir
+from infra.processes import pid_alive, run_dir
 from reaseq.settings import Settings
 
 log = logging.getLogger(__name__)

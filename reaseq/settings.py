@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     prompt_version: str = Field(default="v1", description="Folder of workers/prompts to use.")
     enrich_batch: int = Field(default=32, ge=1, description="Enrichment requests fetched per batch.")
     interest_batch: int = Field(default=32, ge=1, description="Interest requests fetched per batch: one inference call.")
+    supervisor_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="The local stack restarts a process that exited after 1 s, doubling up to this."
+    )
+    supervisor_stable_s: float = Field(default=60.0, gt=0, description="A process that ran this long counts as healthy again.")
+    supervisor_max_failures: int = Field(
+        default=5, ge=1, description="Exits in a row without a healthy run after which a process is left down (failed)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     def topic(self, name: str) -> str:

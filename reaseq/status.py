@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
 from infra.control import active_generation
 from infra.offsets import exact_end_offsets, group_lag, list_partitions
 from infra.provision import generation_topics
-from models.artifact import list_versions, version_of
+from infra.stack import stack_processes
+from infra.supervisor import ComponentReport
+from models.store import list_versions, version_of
 from reaseq.metrics import exporters
 from reaseq.settings import Settings
 from reaseq.topics import (
@@ -51,6 +53,13 @@ class Status:
     exporters: dict[str, str]  # worker process -> its Prometheus /metrics URL
     serving: Health  # Triton, and the ranker version it serves
     llm: Health  # the reasoning backend, and whether it answers
+    processes: dict[str, ComponentReport] | None  # the local stack's processes; None without a local stack
+
+    @property
+    def down(self) -> list[str]:
+        """The components that are down: a process of the local stack not running, or Triton not answering."""
+        down = [name for name, process in (self.processes or {}).items() if process.state != "running"]
+        return down + (["triton"] if self.serving.state == "down" and "triton" not in down else [])
 
 
 def _folder_bytes(path: Path) -> int:
@@ -72,7 +81,10 @@ def collect(settings: Settings, bootstrap: str) -> Status:
     stores = {str(p): _folder_bytes(p) for p in sorted(stores_root.glob("*")) if p.is_dir()} if stores_root.exists() else {}
     models = [version_of(path) for path in list_versions(settings.model_store)]
     lag = pipeline_lag(settings, bootstrap, generation)
-    return Status(bootstrap, generation, topics, lag, stores, models, exporters(settings), triton_health(settings), llm_health(settings))
+    return Status(
+        bootstrap, generation, topics, lag, stores, models, exporters(settings), triton_health(settings), llm_health(settings),
+        stack_processes(settings),
+    )
 
 
 def pipeline_lag(settings: Settings, bootstrap: str, generation: int) -> dict[str, dict[str, int]]:
@@ -152,4 +164,16 @@ def render(status: Status) -> Group:
     metrics.add_column("url")
     for process, url in status.exporters.items():
         metrics.add_row(process, url)
-    return Group(topics, lag, stores, metrics, models, f"Triton: {status.serving.detail}", f"LLM backend: {status.llm.detail}")
+    parts: list[RenderableType] = [topics, lag, stores, metrics]
+    if status.processes is not None:
+        processes = Table(title="local stack processes (restarted by its supervisor when they exit)")
+        for column in ("process", "state", "detail"):
+            processes.add_column(column)
+        for name, process in status.processes.items():
+            style = "green" if process.state == "running" else "yellow" if process.state == "restarting" else "red"
+            processes.add_row(name, f"[{style}]{process.state}[/{style}]", process.describe())
+        parts.append(processes)
+    parts += [models, f"Triton: {status.serving.detail}", f"LLM backend: {status.llm.detail}"]
+    if status.down:
+        parts.append(f"[red]down: {', '.join(status.down)}[/red]")
+    return Group(*parts)

@@ -13,8 +13,8 @@ import torch
 
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import spawn_worker, stop_process
-from infra.vllm import VLLMServer, build_tiny_model, ensure_env
+from infra.processes import spawn_worker, stop_process
+from infra.vllm import VLLMServer, build_tiny_model, built_env
 from reaseq.settings import Settings
 
 
@@ -28,7 +28,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     """A real vLLM server (CPU build) with a tiny random model: real serving, meaningless text. The files that use
     it (test_vllm*.py) sort next to each other, so it runs only while they do."""
-    env = ensure_env(Settings(), gpu=False)  # the project's .state/vllm-env: built once, reused by later runs
+    env = built_env(Settings())  # the project's .state/vllm-env: `make vllm-env` builds it, never a test
     model = build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny")
     server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log").start()
     yield server

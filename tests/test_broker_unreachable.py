@@ -15,7 +15,7 @@ import pytest
 from infra.broker import EmbeddedBroker
 from infra.ports import free_port
 from infra.provision import provision
-from infra.stack import log_tail, run_dir, spawn_async_worker, spawn_worker, stop_process
+from infra.processes import log_tail, run_dir, spawn_async_worker, spawn_worker, stop_process
 from reaseq.cli import BROKER_ANSWER_S
 from reaseq.fuzz import Tally, fuzzed_mix, publish, wait_for
 from reaseq.settings import Settings

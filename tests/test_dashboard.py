@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from infra.ports import free_port
-from infra.stack import RunState, TritonProcess, save_run_state, spawn_async_worker, spawn_cli, stop_process
+from infra.processes import spawn_async_worker, spawn_cli, stop_process
+from infra.stack import RunState, TritonProcess, save_run_state
 from infra.triton import ModelRepository, TritonServer
 from reaseq.contracts import KnowledgeChain
 from reaseq.settings import Settings

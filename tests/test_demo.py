@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import pid_alive
+from infra.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from infra.stack import spawn_async_worker, stop_process
+from infra.processes import spawn_async_worker, stop_process
 from reaseq.contracts import DeadLetterReason, EnrichmentRequest, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.stack import spawn_async_worker, stop_process
+from infra.processes import spawn_async_worker, stop_process
 from reaseq.contracts import Interaction, InteractionKind
 from reaseq.metrics import exporter_dir, exporters, serve_metrics
 from reaseq.settings import Settings

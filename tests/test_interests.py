@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import spawn_async_worker, stop_process
+from infra.processes import spawn_async_worker, stop_process
 from infra.triton import ModelRepository
-from models.artifact import ITEMS_FILE
 from models.datasets import load_from_topics
-from models.interest_training import INTERESTS_DIR
+from models.store import INTERESTS_DIR
 from models.patterns import REASONING_DIR, PatternLibrary
+from models.store import ITEMS_FILE
 from models.train import TrainConfig, train
 from reaseq.contracts import (
     CatalogItem,

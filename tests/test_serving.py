@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifact import ITEMS_FILE, ModelArtifact
+from models.artifact import ModelArtifact
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable
+from models.store import ITEMS_FILE
 from models.tiger import SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker
 from reaseq.contracts import (
     HistoryEntry,

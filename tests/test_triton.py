@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from dashboard.server import Recommender
 from infra.broker import EmbeddedBroker
 from infra.provision import provision
-from infra.stack import spawn_worker, stop_process
+from infra.processes import spawn_worker, stop_process
 from infra.triton import ModelRepository, TritonServer, promote, rollback, served_version
 from models.datasets import load_from_topics
 from models.patterns import REASONING_DIR, PatternLibrary

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from infra.stack import spawn_async_worker, stop_process
+from infra.processes import spawn_async_worker, stop_process
 from infra.vllm import VLLMServer
 from reaseq.contracts import DeadLetterReason, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter

@@ -14,12 +14,14 @@ breaker holds the batch, uncommitted, and retries it; a user whose chain the LLM
 The model is that of the ranker version Triton serves when its runtime repository is on this machine (the local
 stack), else the newest version in the model store that has an interest model; a change (a promotion, a rollback,
 a newer version) is picked up between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
-all answered once a model is trained. Requests that do not decode go to the dead-letter topic.
+all answered once a model is trained. A version that fails to load is logged and tried again at the next check, while
+the model loaded before keeps answering. Requests that do not decode go to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -29,10 +31,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from infra.triton import ModelRepository
-from models.artifact import ITEMS_FILE, list_versions, version_of
 from models.diffusion import InterestDiffusion
-from models.interest_training import INTERESTS_DIR
 from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
+from models.store import INTERESTS_DIR, ITEMS_FILE, has_interest_model, newest_version, version_of
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from reaseq.contracts import InferredItem, InterestRequest, InterestResult, UserReasoning, utcnow
 from reaseq.metrics import INTEREST_INFERENCE, INTEREST_LATENCY, LLM_UNAVAILABLE, REQUESTS_SKIPPED, serve_metrics
@@ -143,14 +144,9 @@ def interest_version(settings: Settings) -> Path | None:
     trained version that has one. Serving reads only steps of the served version's pattern, so a version trained
     but not promoted must not take the worker over."""
     served = ModelRepository(settings).newest()
-    if served is not None and _has_interest_model(served[1]):
+    if served is not None and has_interest_model(served[1]):
         return served[1]
-    found = [version for version in list_versions(settings.model_store) if _has_interest_model(version)]
-    return found[-1] if found else None
-
-
-def _has_interest_model(version: Path) -> bool:
-    return (version / INTERESTS_DIR / "model.safetensors").is_file()
+    return newest_version(settings.model_store, having=has_interest_model)
 
 
 class InterestWorker:
@@ -163,33 +159,60 @@ class InterestWorker:
         self.model: InterestModel | None = None
         self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)  # for an LLM pattern
         self._checked_at = 0.0
+        self._failure: str | None = None  # the last load error logged
 
     async def run(self, stop: asyncio.Event) -> None:
         self.table.bootstrap(self.settings, self.bootstrap, INTERESTS, InterestResult, lambda r: (r.user_id, encode(r)))
         follower = asyncio.create_task(self.late.follow(stop))
         try:
-            while self._refresh_model() is None:
-                if stop.is_set():
-                    return
-                log.info("no interest model yet; waiting", extra={"store": str(self.settings.model_store)})
-                await asyncio.sleep(self.poll_s)
-            await consume_batches(self.settings, self.bootstrap, AGENT, INTEREST_REQUESTS, self.settings.interest_batch, self._process, stop)
+            if await self._wait_for_model(stop):
+                batch = self.settings.interest_batch
+                await consume_batches(self.settings, self.bootstrap, AGENT, INTEREST_REQUESTS, batch, self._process, stop)
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
             self.table.close()
             self.late.close()
 
+    async def _wait_for_model(self, stop: asyncio.Event) -> bool:
+        """Check for a loadable interest model every ``poll_s`` until there is one (True) or ``stop`` is set (False)."""
+        if self._refresh_model() is None:
+            log.info("no interest model yet; waiting", extra={"store": str(self.settings.model_store)})
+        while self.model is None and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_s)
+            self._refresh_model()
+        return self.model is not None
+
     def _refresh_model(self) -> InterestModel | None:
-        """Load the interest model of ``interest_version`` when that changes (checked at most every ``poll_s``)."""
+        """Load the interest model of ``interest_version`` when that changes (checked at most every ``poll_s``).
+
+        A version that fails to load is logged and tried again at the next check; meanwhile the model loaded
+        before, if any, keeps answering.
+        """
         now = time.monotonic()
         if self.model is not None and now - self._checked_at < self.poll_s:
             return self.model
         self._checked_at = now
-        wanted = interest_version(self.settings)
-        if wanted is not None and (self.model is None or self.model.version != version_of(wanted)):
-            self.model = InterestModel.load(wanted, self.settings)
-            log.info("interest model loaded", extra={"version": self.model.version})
+        wanted: Path | None = None
+        try:
+            wanted = interest_version(self.settings)
+            if wanted is not None and (self.model is None or self.model.version != version_of(wanted)):
+                self.model = InterestModel.load(wanted, self.settings)
+                self._failure = None
+                log.info("interest model loaded", extra={"version": self.model.version})
+        except Exception as error:  # a broken or vanished version must not stop the worker
+            failure = f"{type(error).__name__}: {error}"
+            if failure != self._failure:  # a version that stays broken is logged once, not at every check
+                self._failure = failure
+                log.warning(
+                    "interest model failed to load; trying again at the next check",
+                    extra={
+                        "version": None if wanted is None else version_of(wanted),
+                        "error": failure,
+                        "serving": None if self.model is None else self.model.version,
+                    },
+                )
         return self.model
 
     def _unchanged(self, request: InterestRequest, model: InterestModel) -> bool:
@@ -201,7 +224,7 @@ class InterestWorker:
 
     async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
         model = self._refresh_model()
-        assert model is not None  # run() starts consuming only once a model exists
+        assert model is not None  # run() consumes only once a model is loaded, and a failed reload keeps it
         latest: dict[str, InterestRequest] = {}
         sends = []
         for record in records:

@@ -1,0 +1,105 @@
+"""Processes of the local stack on this machine: the run folder, starting ``reaseq`` commands detached, stopping
+them, and whether a pid still runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from reaseq.settings import Settings
+
+
+def run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a process log, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; an exited child nobody has reaped yet (a zombie) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no procfs here, or gone since: kill's answer stands
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """Environment of a child process: the parent's, plus every setting, so the child sees the same Settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude={"kafka_bootstrap"}, exclude_none=True).items():
+        env[f"REASEQ_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
+    env["KAFKA_BOOTSTRAP"] = bootstrap
+    return env
+
+
+def spawn_cli(
+    settings: Settings, bootstrap: str, args: list[str], log_name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``reaseq <args>`` detached, with the settings (and ``env``) in its environment; its log is
+    ``run/<log_name>.log``."""
+    run_dir(settings).mkdir(parents=True, exist_ok=True)
+    with open(run_dir(settings) / f"{log_name}.log", "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reaseq.cli", *args],
+            env={**worker_env(settings, bootstrap), **(env or {})},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return
+        except ChildProcessError:  # not our child: poll for its disappearance instead
+            if not pid_alive(pid):
+                return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+AsyncWorker = Literal["enrich", "interests"]
+ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests")  # item knowledge, beyond-log interests
+
+
+def worker_args(generation: int, name: str) -> list[str]:
+    """The CLI arguments of a stream worker; its process (and log) name is ``<name>.g<generation>``."""
+    return ["worker", "--generation", str(generation), "--name", name]
+
+
+def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> subprocess.Popen[bytes]:
+    """Start a stream worker process; its log goes to ``<state_dir>/run/<name>.g<generation>.log``."""
+    return spawn_cli(settings, bootstrap, worker_args(generation, name), f"{name}.g{generation}")
+
+
+def spawn_async_worker(settings: Settings, bootstrap: str, command: AsyncWorker) -> subprocess.Popen[bytes]:
+    """Start an asynchronous worker, ``reaseq enrich`` or ``reaseq interests`` (log: ``run/<command>.log``)."""
+    return spawn_cli(settings, bootstrap, [command], command)
