@@ -105,6 +105,42 @@ class DemoRun:
         return time.monotonic() - started
 
 
+def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate: float, console: Console) -> bool:
+    """Run the whole pipeline on a generated world and print what it did; stops everything it started.
+    Returns whether every part finished."""
+    root = settings.state_dir / "demo"
+    settings = settings.model_copy(update={"state_dir": root / "state", "model_store": root / "model_store"})
+    world = generate(n_items, n_users, n_events)
+    split = int(len(world.interactions) * (1 - LIVE_SHARE))
+    history, live_events = world.interactions[:split], world.interactions[split:]
+    stop_stack(settings)  # a demo interrupted before it could stop its own
+    shutil.rmtree(root, ignore_errors=True)  # the embedded broker starts empty: so must every store
+    try:
+        state = start_stack(settings, workers=2, generation=1, serve=False)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return False
+    console.print(f"broker {state.bootstrap}; stream workers, enrichment and interest workers running (logs in {settings.state_dir}/run)")
+    if state.web:
+        console.print(f"watch it on the operator page: {state.web.url}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the stack
+    watch = PipelineWatch(settings, state.bootstrap)
+    run = DemoRun(settings, state, world, watch)
+    try:
+        _stream_history(run, history, console)
+        _train_and_serve(run, console)
+        live_seconds = _stream_live(run, live_events, rate, console)
+        console.print(_summary(run, len(history), live_seconds))
+        return True
+    except (StackError, TritonError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return False
+    finally:
+        watch.close()
+        stop_stack(settings)
+        console.print("stopped Triton, the workers and the broker")
+
+
 def _stream_history(run: DemoRun, history: list[Interaction], console: Console) -> None:
     settings, bootstrap, world = run.settings, run.state.bootstrap, run.world
     late = world.items[: len(world.items) // 10]  # published after their interactions: held pending, then resolved
