@@ -58,8 +58,13 @@ def run_variant(name: str, config: TrainConfig, args: argparse.Namespace) -> dic
         "model_version": str(version),
         "device": metrics["device"],
         "train_seconds": metrics["train_seconds"],
-        "epochs_run": len(metrics["history"]),
+        **stopped(metrics),
     }
+
+
+def stopped(training: dict[str, Any]) -> dict[str, Any]:
+    """How a ranker's training stopped: converged (patience) or not (a budget), epochs run, the best one, wall time."""
+    return {key: training[key] for key in ("converged", "epochs_run", "best_epoch", "wall_s")}
 
 
 def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -69,8 +74,8 @@ def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "row": {"name": "sasrec", **result["test"]},
         "device": result["device"],
-        "train_seconds": result["train_seconds"],
-        "epochs_run": result["history"][-1]["epoch"] if result["history"] else 0,
+        "train_seconds": result["wall_s"],
+        **stopped(result),
     }
 
 

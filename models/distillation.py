@@ -174,7 +174,8 @@ def _cross_fitted_interests(
         half = FutureSplit([futures.users[i] for i in keep], [futures.histories[i] for i in keep], [futures.futures[i] for i in keep])
         model, training = train_interest_model(tokenizer, half, config)
         history = cast(list[dict[str, float]], training["history"])
-        folds.append({"users": len(keep), "epochs": len(history), "loss": history[-1]["loss"], "train_seconds": training["train_seconds"]})
+        stopped = {key: training[key] for key in ("epochs_run", "best_epoch", "converged", "wall_s")}
+        folds.append({"users": len(keep), "loss": history[-1]["loss"], **stopped})
         for name, part in parts.items():
             rows = [i for i, user in enumerate(part.users) if _fold(user) == fold]
             for row, found in zip(rows, infer_all(model, [part.histories[i] for i in rows], batch_size=256), strict=True):

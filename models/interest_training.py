@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from models.datasets import SequenceData
 from models.diffusion import DiffusionConfig, InterestDiffusion, training_windows
+from models.early_stopping import EarlyStopping
 from models.metrics import set_metrics
 from models.progress import progress_bar
 from models.store import INTERESTS_DIR
@@ -36,6 +37,9 @@ class InterestTrainConfig(BaseModel):
     model: DiffusionConfig = DiffusionConfig()
     epochs: int = 30
     max_minutes: float | None = 20.0
+    patience: int | None = 3  # validation checks without a gain in NDCG before stopping; None: only the budget stops it
+    eval_every: int = 1  # epochs between validation checks
+    max_eval_users: int | None = 2000  # users sampled for validation: inference, not training, is what it costs
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -52,8 +56,12 @@ class FutureSplit:
 
 def future_split(data: SequenceData, held_out: int = HELD_OUT) -> FutureSplit:
     """Per user with at least ``held_out + 1`` interactions: everything before the last ``held_out`` items, and them."""
+    return _hold_out(data.sequences.items(), held_out)
+
+
+def _hold_out(sequences: Iterable[tuple[str, list[int]]], held_out: int) -> FutureSplit:
     split = FutureSplit([], [], [])
-    for user, sequence in data.sequences.items():
+    for user, sequence in sequences:
         if len(sequence) <= held_out:
             continue
         split.users.append(user)
@@ -65,16 +73,25 @@ def future_split(data: SequenceData, held_out: int = HELD_OUT) -> FutureSplit:
 def train_interest_model(
     tokenizer: SemanticIdTokenizer, split: FutureSplit, config: InterestTrainConfig, device: torch.device | str | None = None
 ) -> tuple[InterestDiffusion, dict[str, object]]:
-    """Fit on every window of the training sequences; returns the model and its loss history."""
+    """Fit on every window of the training sequences less each one's last ``HELD_OUT`` items, which validate it (NDCG
+    at the horizon) every ``eval_every`` epochs; stop after ``patience`` checks without a gain, or at the budget, and
+    keep the best weights. Returns the model, its history and how it stopped."""
     torch.manual_seed(config.seed)
     model = InterestDiffusion(tokenizer, config.model, device)
-    histories, futures = training_windows(split.histories, config.model.max_history, config.model.horizon)
+    valid = _hold_out(zip(split.users, split.histories, strict=True), HELD_OUT)
+    kept = set(valid.users)
+    shorter = [history for user, history in zip(split.users, split.histories, strict=True) if user not in kept]
+    histories, futures = training_windows(valid.histories + shorter, config.model.max_history, config.model.horizon)
     if not histories:
         raise ValueError("no training windows: every user needs at least two interactions before the held-out ones")
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
+    sample = np.arange(len(valid.users))
+    if config.max_eval_users is not None and len(sample) > config.max_eval_users:
+        sample = np.sort(rng.choice(sample, config.max_eval_users, replace=False))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     order = np.arange(len(histories))
-    started, history = time.monotonic(), []
+    metric = f"ndcg@{config.model.horizon}"
+    stopper, history, best_weights = EarlyStopping(metric, config.patience), [], None
     for epoch in range(1, config.epochs + 1):
         model.train()
         rng.shuffle(order)
@@ -86,12 +103,23 @@ def train_interest_model(
             loss.backward()
             optimiser.step()
             total += loss.item() * len(rows)
-        history.append({"epoch": epoch, "loss": round(total / len(order), 4)})
-        tqdm.write(json.dumps(history[-1]))
-        if config.max_minutes is not None and time.monotonic() - started > config.max_minutes * 60:
+        entry: dict[str, object] = {"epoch": epoch, "loss": round(total / len(order), 4)}
+        out_of_time = config.max_minutes is not None and stopper.seconds > config.max_minutes * 60
+        if len(sample) and (epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time):
+            model.eval()
+            ranked = infer_all(model, [valid.histories[i] for i in sample], batch_size=config.eval_batch_size)
+            entry[f"valid_{metric}"] = score = round(set_metrics(ranked, [valid.futures[i] for i in sample], config.model.horizon)[metric], 5)
+            if stopper.check(epoch, score):
+                best_weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        stopper.epochs_run = epoch
+        history.append(entry)
+        tqdm.write(json.dumps(entry))
+        if stopper.converged or out_of_time:
             break
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
     model.eval()
-    return model, {"history": history, "windows": len(histories), "train_seconds": round(time.monotonic() - started, 1)}
+    return model, {"history": history, "windows": len(histories), **stopper.report()}
 
 
 def infer_all(

@@ -9,7 +9,6 @@ full ranking over all items, on the same leave-one-out split and metrics as the 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Literal
 
 import torch
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.datasets import Examples, SequenceData, Split
 from models.device import default_device
+from models.early_stopping import EarlyStopping
 from models.metrics import MetricAccumulator
 from models.progress import progress_bar
 
@@ -131,8 +131,7 @@ def train_sasrec(data: SequenceData, split: Split, config: SASRecConfig | None =
     model = SASRec(data.num_items, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98))
     sequences = left_pad(training_sequences(data), config.max_length + 1, device)
-    started = time.monotonic()
-    best, best_state, waited, history = -1.0, None, 0, []
+    stopper, best_state, history = EarlyStopping("ndcg@10", config.patience), None, []
     generator = torch.Generator().manual_seed(config.seed)
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -144,18 +143,16 @@ def train_sasrec(data: SequenceData, split: Split, config: SASRecConfig | None =
             loss.backward()
             optimizer.step()
             total += loss.item()
+        stopper.epochs_run = epoch
         if epoch % config.eval_every and epoch != config.epochs:
             continue
         valid = evaluate(model, split.valid, config.eval_batch_size)
         history.append({"epoch": epoch, "loss": total / max(1, len(order) // config.batch_size), "valid": valid})
-        if valid["ndcg@10"] > best:
-            best, waited = valid["ndcg@10"], 0
+        if stopper.check(epoch, valid["ndcg@10"]):
             best_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
+        elif stopper.converged:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     test = evaluate(model, split.test, config.eval_batch_size)
-    return model, {"test": test, "history": history, "train_seconds": round(time.monotonic() - started, 1), "device": str(device)}
+    return model, {"test": test, "history": history, **stopper.report(), "device": str(device)}

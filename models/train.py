@@ -28,6 +28,7 @@ from transformers import get_constant_schedule_with_warmup, get_inverse_sqrt_sch
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
 from models.device import default_device
 from models.distillation import SideData, UserReasonerKind, build_side_data, item_knowledge
+from models.early_stopping import EarlyStopping
 from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
@@ -84,7 +85,7 @@ class TrainConfig(BaseModel):
     warmup_steps: int = 0  # optimiser steps of linear warm-up from zero
     weight_decay: float = 0.01
     eval_every: int = 5  # epochs between validation passes
-    patience: int = 5  # validation passes without improvement before stopping
+    patience: int | None = 5  # validation passes without improvement before stopping; None: only the budget stops it
     eval_batch_size: int = 256
     beam_size: int = 20
     max_eval_users: int | None = None  # subsample validation for speed; the test pass always uses all users
@@ -182,7 +183,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
     rng = np.random.default_rng(config.seed)
     deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
     examples = ranker.collate_all(split.train.users, split.train.histories, split.train.targets, side.train)
-    best, stale, history, out_of_time = -1.0, 0, [], False
+    stopper, history, out_of_time = EarlyStopping("ndcg@10", config.patience), [], False
     for epoch in range(1, config.epochs + 1):
         ranker.train()
         rng.shuffle(order)
@@ -201,16 +202,14 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
             metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid).result()
             entry["valid"] = metrics
-            if metrics["ndcg@10"] > best:
-                best, stale = metrics["ndcg@10"], 0
+            if stopper.check(epoch, metrics["ndcg@10"]):
                 ranker.save(checkpoint)
-            else:
-                stale += 1
+        stopper.epochs_run = epoch
         history.append(entry)
         tqdm.write(json.dumps(entry))
-        if stale >= config.patience or out_of_time:
+        if stopper.converged or out_of_time:
             break
-    return {"history": history, "best_valid_ndcg@10": best, "stopped_by_time": out_of_time}
+    return {"history": history, **stopper.report(), "stopped_by_time": out_of_time}
 
 
 def version_name(config: TrainConfig, ids: SemanticIdTable) -> str:

@@ -33,7 +33,7 @@ def planted(users: int, seed: int = 0) -> SequenceData:
 
 CONFIG = InterestTrainConfig(
     model=DiffusionConfig(d_model=64, num_heads=4, d_ff=128, num_layers=2, max_history=5, horizon=3, sampling_steps=3),
-    epochs=12,
+    epochs=20,  # a budget patience stops well before
     batch_size=128,
     learning_rate=3e-3,
     max_minutes=None,
@@ -148,3 +148,12 @@ def test_set_metrics_consistency_and_novelty() -> None:
     assert semantic_consistency([[2, 1]], [[0]], embeddings) == pytest.approx(0.5)
     categories = {0: ["a"], 1: ["b"], 2: ["a", "c"]}
     assert novelty([[1, 2, 5]], [[0]], categories) == pytest.approx(0.5)
+
+
+def test_training_stops_once_validation_stops_improving_and_says_so(trained) -> None:
+    _, report = trained
+    scores = [entry["valid_ndcg@3"] for entry in report["history"]]  # type: ignore[index]
+    assert len(scores) == report["epochs_run"] and report["best_valid_ndcg@3"] == max(scores)
+    assert report["best_epoch"] == 1 + scores.index(max(scores))
+    # The planted pattern is learnt long before the epoch budget: patience, not the budget, stops it.
+    assert report["converged"] and report["epochs_run"] == report["best_epoch"] + CONFIG.patience < CONFIG.epochs  # type: ignore[operator]

@@ -72,6 +72,17 @@ def test_a_time_budget_stops_training_after_a_validated_epoch(tmp_path: Path) ->
     assert (version / "ranker").exists()
 
 
+def test_training_stops_when_validation_stops_improving_and_keeps_the_best_epoch(tmp_path: Path) -> None:
+    write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
+    fields = {**TINY_TRAINING, "epochs": 40, "eval_every": 1, "patience": 2, "interest_model": False}
+    version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
+    metrics = json.loads((version / "metrics.json").read_text())
+    scores = [entry["valid"]["ndcg@10"] for entry in metrics["history"]]
+    assert metrics["best_valid_ndcg@10"] == max(scores) and metrics["best_epoch"] == 1 + scores.index(max(scores))
+    assert metrics["converged"] and metrics["epochs_run"] == len(scores) == metrics["best_epoch"] + 2 < 40
+    assert metrics["wall_s"] > 0 and not metrics["stopped_by_time"]
+
+
 def test_semantic_ids_from_knowledge_enriched_text(tmp_path: Path) -> None:
     write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
     data = load_dataset(tmp_path / "tiny")
@@ -97,7 +108,8 @@ def test_the_full_distilled_model_trains_with_mined_patterns_and_cross_fitted_in
     metrics = json.loads((version / "metrics.json").read_text())
     assert metrics["side_inputs"]["pattern"]["structure"] == list(library.best.structure)
     beyond_log = metrics["side_inputs"]["beyond_log"]
-    assert [fold["epochs"] for fold in beyond_log["folds"]] == [TINY_TRAINING["interests"]["epochs"]] * 2  # type: ignore[index]
+    assert [fold["epochs_run"] for fold in beyond_log["folds"]] == [TINY_TRAINING["interests"]["epochs"]] * 2  # type: ignore[index]
+    assert all(not fold["converged"] and 1 <= fold["best_epoch"] <= fold["epochs_run"] for fold in beyond_log["folds"])
     assert set(beyond_log["target_among_items"]) == {"train", "valid", "test"}
     assert all(0.0 <= share <= 1.0 for share in beyond_log["target_among_items"].values())
     ranker = TigerRanker.load(version / "ranker")
