@@ -6,7 +6,8 @@ item knowledge vectors), ``cot_pooled`` (reasoning steps pooled into one vector)
 as ordered step tokens), ``beyond_log`` (inferred beyond-log items as a second segment), ``full`` (all of them,
 the model Triton serves), and ``sasrec``. Beauty has no item text, so the rows that need it are skipped there
 with the reason; it uses the published semantic IDs (``Beauty.rqvae-index.json``) so the baseline compares
-with the TIGER paper's Table 1. Scientific uses our own IDs. Each dataset writes
+with the TIGER paper's Table 1. Scientific uses our own IDs. ``--datasets PATH`` measures any LC-Rec or S3-Rec
+folder the same way (an S3-Rec folder's item text is an LC-Rec ``*.item.json`` keyed by 0-based index). Each dataset writes
 ``benchmarks/results/quality-<dataset>.json`` with ``rows``, ``gains`` (each addition's NDCG@10 against TIGER,
 and structured against pooled, with paired-bootstrap 95% intervals over the test users), the device and training
 time of every run.
@@ -31,6 +32,7 @@ import torch
 from benchmarks.common import DATA
 from benchmarks.sizes import RANKER_SIZES
 from models.datasets import leave_one_out, load_dataset
+from models.errors import DatasetError
 from models.interest_training import InterestTrainConfig
 from models.metrics import metric_values, relative_gain
 from models.sasrec import SASRecConfig, train_sasrec
@@ -103,8 +105,14 @@ MODELS = [*VARIANTS, "sasrec"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=DATA, help="folder holding the dataset folders")
-    parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding the named dataset folders")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(RUNS),
+        help=f"{', '.join(RUNS)} (under --data), or the path of any LC-Rec or S3-Rec folder: our own semantic IDs where "
+        "its items have text, else its *.rqvae-index.json; the rows that need text are skipped without it",
+    )
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--size", choices=list(RANKER_SIZES), default="paper", help="ranker size; compact for CPU runs")
     parser.add_argument("--epochs", type=int, default=200)
@@ -136,7 +144,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
-    configs = {name: dataset_config(name, args) for name in args.datasets}
+    try:
+        folders = [dataset_folder(value, args.data) for value in args.datasets]
+        configs = {folder.name: dataset_config(folder, args) for folder in folders}
+    except DatasetError as error:
+        parser.error(str(error))
     skipped = {name: skipped_models(config, args.models) for name, config in configs.items()}
     planned = {name: [model for model in args.models if model not in skipped[name]] for name in configs}
     runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in configs}
@@ -160,11 +172,30 @@ def heaviest_first(model: str) -> tuple[bool, bool]:
     return (side is None or not side.beyond_log, side is None or side.reasoning == "none")
 
 
-def dataset_config(name: str, args: argparse.Namespace) -> TrainConfig:
+def dataset_folder(value: str, data: Path) -> Path:
+    """A benchmark dataset's name (a folder under ``data``) or any dataset folder's path."""
+    path = Path(value) if value not in RUNS else data / value
+    if not path.exists():
+        raise DatasetError(f"{value}: neither one of {', '.join(RUNS)} nor a dataset folder")
+    return path
+
+
+def semantic_id_source(folder: Path) -> str:
+    """The benchmark's choice for a named dataset; elsewhere our own IDs from item text, or the published ones."""
+    if folder.name in RUNS:
+        return RUNS[folder.name]
+    if load_dataset(folder).item_text:
+        return "rqvae"
+    if next(folder.glob("*.rqvae-index.json"), None) is None:
+        raise DatasetError(f"{folder}: its items have no text (no *.item.json) and it has no *.rqvae-index.json: no semantic IDs")
+    return "published"
+
+
+def dataset_config(folder: Path, args: argparse.Namespace) -> TrainConfig:
     ranker = RANKER_SIZES[args.size] if args.seed is None else RANKER_SIZES[args.size].model_copy(update={"seed": args.seed})
     return TrainConfig(
-        dataset=args.data / name,
-        ids=RUNS[name],
+        dataset=folder,
+        ids=semantic_id_source(folder),
         encoder=args.encoder,
         epochs=args.epochs,
         max_minutes=args.train_minutes,

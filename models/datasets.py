@@ -13,10 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from models.errors import DatasetError
 from reaseq.contracts import CatalogItem, Interaction, KnowledgeChain, KnowledgeResult
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, KNOWLEDGE, topic_name
@@ -81,10 +83,11 @@ def build_item_text(
     return (cut[:space] if space > max_chars // 2 else cut).rstrip(" ;,")
 
 
-def load_s3rec(path: Path, name: str | None = None) -> SequenceData:
-    """An S3-Rec file (``user_id item_id ...`` per line, 1-based ids, time order).
+def load_s3rec(path: Path, name: str | None = None, item_path: Path | None = None) -> SequenceData:
+    """An S3-Rec file (``user_id item_id ...`` per line, 1-based ids, time order), with item metadata when given.
 
-    Item index = id - 1, the keying of the published ``*.rqvae-index.json``; ``item_ids[i] == str(i + 1)``.
+    Item index = id - 1, the keying of the published ``*.rqvae-index.json``; ``item_ids[i] == str(i + 1)``. The
+    metadata (an LC-Rec ``*.item.json``) is keyed by that 0-based index too.
     """
     sequences: dict[str, list[int]] = {}
     largest = 0
@@ -94,11 +97,12 @@ def load_s3rec(path: Path, name: str | None = None) -> SequenceData:
             continue
         ids = [int(field) for field in fields[1:]]
         if any(item_id < 1 for item_id in ids):
-            raise ValueError(f"{path}: item ids are 1-based, got {min(ids)} for user {fields[0]}")
+            raise DatasetError(f"{path}: item ids are 1-based, got {min(ids)} for user {fields[0]}")
         if ids:
             sequences[fields[0]] = [item_id - 1 for item_id in ids]
             largest = max(largest, *ids)
-    return SequenceData([str(i + 1) for i in range(largest)], sequences, None, name or path.stem)
+    catalog, item_text = _item_metadata(item_path, _json(item_path), largest) if item_path else (None, None)
+    return SequenceData([str(i + 1) for i in range(largest)], sequences, item_text, name or path.stem, catalog)
 
 
 def load_lcrec(inter_path: Path, item_path: Path | None = None, name: str | None = None) -> SequenceData:
@@ -106,27 +110,44 @@ def load_lcrec(inter_path: Path, item_path: Path | None = None, name: str | None
 
     Metadata categories are one comma-separated string. Items without metadata have no ``item_text`` entry.
     """
-    raw_sequences: dict[str, list[int]] = orjson.loads(inter_path.read_bytes())
+    raw_sequences: dict[str, list[int]] = _json(inter_path)
     sequences = {user: [int(i) for i in items] for user, items in raw_sequences.items() if items}
-    metadata: dict[str, dict[str, str]] = orjson.loads(item_path.read_bytes()) if item_path else {}
-    indices = [i for items in sequences.values() for i in items] + [int(k) for k in metadata]
+    indices = [i for items in sequences.values() for i in items]
     if indices and min(indices) < 0:
-        raise ValueError(f"{inter_path}: item indices are 0-based, got {min(indices)}")
-    count = max(indices, default=-1) + 1
-    item_text = catalog = None
-    if item_path is not None:
-        catalog = {int(index): _catalog_item(int(index), meta) for index, meta in metadata.items()}
-        item_text = {
-            int(index): build_item_text(
-                meta.get("title") or "",
-                meta.get("description") or "",
-                meta.get("brand"),
-                (meta.get("categories") or "").split(","),
-            )
-            for index, meta in metadata.items()
-        }
+        raise DatasetError(f"{inter_path}: item indices are 0-based, got {min(indices)}")
+    metadata = _json(item_path) if item_path else {}
+    keys = [int(key) for key in metadata if str(key).lstrip("-").isdigit()]  # others: _item_metadata names them
+    count = max(indices + keys, default=-1) + 1
+    catalog, item_text = _item_metadata(item_path, metadata, count) if item_path else (None, None)
     stem = inter_path.name.removesuffix(".inter.json")
     return SequenceData([str(i) for i in range(count)], sequences, item_text, name or stem, catalog)
+
+
+def _json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as error:
+        raise DatasetError(f"{path}: not valid JSON ({error})") from None
+
+
+def _item_metadata(item_path: Path, metadata: Any, count: int) -> tuple[dict[int, CatalogItem], dict[int, str]]:
+    """An LC-Rec ``*.item.json`` (``{index: {title, description, brand, categories}}``, 0-based) as catalog items
+    and item texts of ``count`` items."""
+    try:
+        indices = {int(key): meta for key, meta in metadata.items()}
+    except (AttributeError, ValueError):
+        raise DatasetError(f"{item_path}: expected an object keyed by 0-based item index") from None
+    outside = [index for index in indices if not 0 <= index < count]
+    if outside:
+        raise DatasetError(f"{item_path}: keys are 0-based item indices (an S3-Rec id minus one) below {count}, got {min(outside, key=abs)}")
+    catalog = {index: _catalog_item(index, meta) for index, meta in indices.items()}
+    item_text = {
+        index: build_item_text(
+            meta.get("title") or "", meta.get("description") or "", meta.get("brand"), (meta.get("categories") or "").split(",")
+        )
+        for index, meta in indices.items()
+    }
+    return catalog, item_text
 
 
 def _catalog_item(index: int, meta: Mapping[str, str | None]) -> CatalogItem:
@@ -143,21 +164,27 @@ def _catalog_item(index: int, meta: Mapping[str, str | None]) -> CatalogItem:
 
 
 def load_dataset(path: Path) -> SequenceData:
-    """Load a folder (``*.inter.json`` [+ ``*.item.json``], or one S3-Rec ``*.txt``) or one such file."""
+    """Load a folder (``*.inter.json`` [+ ``*.item.json``], or one S3-Rec ``*.txt`` [+ one ``*.item.json``]) or one
+    such file; a DatasetError names the file and what was expected."""
+    if not path.exists():
+        raise DatasetError(f"{path}: no such dataset folder or file")
     if path.is_dir():
         inters = sorted(path.glob("*.inter.json"))
         texts = sorted(path.glob("*.txt"))
         candidates = inters or texts
         if len(candidates) != 1:
             found = [p.name for p in inters + texts]
-            raise ValueError(f"{path}: expected one *.inter.json or one *.txt sequence file, found {found}")
+            raise DatasetError(f"{path}: expected one *.inter.json or one *.txt sequence file, found {found}")
         path = candidates[0]
     if path.name.endswith(".inter.json"):
         item_path = path.with_name(path.name.removesuffix(".inter.json") + ".item.json")
         return load_lcrec(path, item_path if item_path.exists() else None)
     if path.suffix == ".txt":
-        return load_s3rec(path)
-    raise ValueError(f"{path}: not a known sequence format (*.inter.json or S3-Rec *.txt)")
+        metadata = sorted(path.parent.glob("*.item.json"))
+        if len(metadata) > 1:
+            raise DatasetError(f"{path.parent}: expected at most one *.item.json beside {path.name}, found {[p.name for p in metadata]}")
+        return load_s3rec(path, item_path=metadata[0] if metadata else None)
+    raise DatasetError(f"{path}: not a known sequence format (*.inter.json or S3-Rec *.txt)")
 
 
 def read_topics(bootstrap: str, topics: Sequence[str], timeout_s: float) -> dict[str, list[bytes | None]]:

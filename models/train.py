@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm import tqdm
 from transformers import get_constant_schedule_with_warmup, get_inverse_sqrt_schedule
 
@@ -29,6 +29,7 @@ from models.datasets import Examples, SequenceData, Split, leave_one_out, load_d
 from models.device import default_device
 from models.distillation import SideData, UserReasonerKind, build_side_data, item_knowledge
 from models.early_stopping import EarlyStopping
+from models.errors import ConfigError, DatasetError
 from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
 from models.metrics import MetricAccumulator
@@ -100,6 +101,26 @@ class TrainConfig(BaseModel):
     seed: int = 42
 
 
+def config_from(fields: dict[str, object], source: str) -> TrainConfig:
+    """``fields`` (from ``source``, e.g. a file name) as a TrainConfig, or a ConfigError in one line."""
+    try:
+        return TrainConfig.model_validate(fields)
+    except ValidationError as error:
+        problems = [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']} (got {json.dumps(e['input'], default=str)[:80]})" for e in error.errors()]
+        raise ConfigError(f"{source}: {'; '.join(problems)}") from None
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """A JSON file of TrainConfig fields, or a ConfigError in one line."""
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{path}: expected a JSON object of TrainConfig fields, got {type(fields).__name__}")
+    return fields
+
+
 def small_config(dataset: Path) -> TrainConfig:
     """The full distilled model at a size that trains in a few minutes on a CPU: the demo's, and
     ``reaseq up --train``'s. Quality needs the defaults (the paper's sizes) and a GPU."""
@@ -138,7 +159,11 @@ def semantic_ids(
             raise FileNotFoundError(f"no *.rqvae-index.json in {config.dataset}; pass published_ids")
         return SemanticIdTable.from_published(load_published_ids(path))
     if not data.item_text or len(data.item_text) < data.num_items:
-        raise ValueError(f"{data.name}: semantic IDs from text need text for every item; use published IDs")
+        have = len(data.item_text or {})
+        raise DatasetError(
+            f"{data.name}: semantic IDs from text need text for every item ({have:,} of {data.num_items:,} have it): give the "
+            "dataset an *.item.json, or use published IDs (--ids published)"
+        )
     texts = [data.item_text[index] for index in range(data.num_items)]
     if config.item_text == "knowledge":
         chains = knowledge()

@@ -134,9 +134,17 @@ def up(
     enrichment and interest workers, the operator page, Triton; optionally feed it your data and train on it."""
     from infra.stack import StackError, serve_version, start_stack, wait_until_caught_up
     from infra.triton import TritonError
+    from models.errors import ConfigError, DatasetError
 
     settings = get_settings()
     try:
+        if train:  # a bad config is said before anything starts
+            from models.datasets import load_from_topics
+            from models.train import config_from, read_config_file, small_config
+            from models.train import train as run_training
+
+            topics = Path("topics")
+            training = config_from({**read_config_file(config), "dataset": topics}, str(config)) if config else small_config(topics)
         state = start_stack(settings, workers, generation=1, serve=serve)
         console.print(f"stack up: broker {state.bootstrap}, workers {[w.pid for w in state.workers]}")
         if state.web:
@@ -147,20 +155,12 @@ def up(
             for kind, summary in publish_dataset(settings, state.bootstrap, dataset).items():
                 console.print(f"{kind}: accepted {summary.accepted:,}, rejected {summary.rejected:,} {summary.reasons or ''}")
         if train:
-            import json
-
-            from models.datasets import load_from_topics
-            from models.train import TrainConfig, small_config
-            from models.train import train as run_training
-
             with console.status("waiting for the stream and enrichment workers to catch up"):
                 wait_until_caught_up(settings, state.bootstrap, [settings.app_name(1), settings.worker_group("enrichment")], 3600)
-            fields = json.loads(config.read_text()) if config else None
-            training = TrainConfig.model_validate({**fields, "dataset": Path("topics")}) if fields else small_config(Path("topics"))
             version = run_training(training, settings.model_store, settings.state_dir, load_from_topics(settings, state.bootstrap))
             console.print(f"trained {version}")
             serve_version(settings, state, version)
-    except (StackError, TritonError) as exc:
+    except (StackError, TritonError, ConfigError, DatasetError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     if state.triton:
@@ -253,24 +253,27 @@ def train(
 ) -> None:
     """Train semantic IDs, the interest model and the (distilled) generative ranker on a dataset, evaluate, and write a
     model version."""
-    import json
-
     from models.datasets import load_from_topics
-    from models.train import VARIANTS, TrainConfig, with_variant
+    from models.errors import ConfigError, DatasetError
+    from models.train import VARIANTS, config_from, read_config_file, with_variant
     from models.train import train as run_training
 
     if (dataset is None) == (not from_topics):
         raise typer.BadParameter("give a DATASET or --from-topics, not both")
-    settings = get_settings()
-    fields = json.loads(config.read_text()) if config else {}
     if variant not in VARIANTS:
         raise typer.BadParameter(f"--variant must be one of {', '.join(VARIANTS)}")
-    fields.update(dataset=dataset or Path("topics"), ids=ids, **({"epochs": epochs} if epochs else {}))
-    data = load_from_topics(settings, _bootstrap()) if from_topics else None
-    training = TrainConfig.model_validate(fields)
-    if config is None or variant != "full":  # a config file says what it trains unless a variant is asked for
-        training = with_variant(training, variant)
-    version = run_training(training, out or settings.model_store, settings.state_dir, data)
+    settings = get_settings()
+    try:
+        fields = read_config_file(config) if config else {}
+        fields.update(dataset=dataset or Path("topics"), ids=ids, **({"epochs": epochs} if epochs else {}))
+        training = config_from(fields, str(config or "the options"))
+        if config is None or variant != "full":  # a config file says what it trains unless a variant is asked for
+            training = with_variant(training, variant)
+        data = load_from_topics(settings, _bootstrap()) if from_topics else None
+        version = run_training(training, out or settings.model_store, settings.state_dir, data)
+    except (ConfigError, DatasetError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     console.print(f"model version written to {version}")
     console.print((version / "metrics.json").read_text())
 

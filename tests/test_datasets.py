@@ -20,6 +20,7 @@ from models.datasets import (
     load_lcrec,
     load_s3rec,
 )
+from models.errors import DatasetError
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, topic_name
@@ -70,6 +71,26 @@ def test_s3rec_rejects_zero_ids(tmp_path: Path) -> None:
     path.write_text("1 0 2\n")
     with pytest.raises(ValueError, match="1-based"):
         load_s3rec(path)
+
+
+def test_an_s3rec_folder_with_item_text_keyed_zero_based_loads_its_text(tmp_path: Path) -> None:
+    write_s3rec(tmp_path)  # ids 1..5
+    texts = {str(index): {"title": f"item {index + 1}", "categories": "Lab"} for index in range(5)}
+    (tmp_path / "Tiny.item.json").write_bytes(orjson.dumps(texts))
+    data = load_dataset(tmp_path)
+    assert data.item_text is not None and len(data.item_text) == data.num_items == 5
+    assert all(data.item_text[index].startswith(f"item {data.item_ids[index]}") for index in range(5))  # id = index + 1
+    assert data.catalog is not None and data.catalog[4].categories == ["Lab"]
+
+
+def test_item_text_keyed_one_based_is_named_as_the_wrong_file(tmp_path: Path) -> None:
+    write_s3rec(tmp_path)
+    (tmp_path / "Tiny.item.json").write_bytes(orjson.dumps({str(i): {"title": "t"} for i in range(1, 6)}))
+    with pytest.raises(DatasetError, match=r"Tiny\.item\.json: keys are 0-based item indices .* below 5, got 5"):
+        load_dataset(tmp_path)
+    (tmp_path / "Tiny.item.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="expected an object keyed by 0-based item index"):
+        load_dataset(tmp_path)
 
 
 def test_lcrec_sequences_and_item_text(tmp_path: Path) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from pytest import approx
 
 from models.datasets import load_dataset
 from models.diffusion import InterestDiffusion
+from models.errors import ConfigError, DatasetError
 from models.distillation import item_knowledge
 from models.knowledge import enriched_text
 from models.metrics import metric_values
@@ -18,7 +23,7 @@ from models.patterns import REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from models.tiger import TigerRanker
-from models.train import TEST_RANKS_FILE, TrainConfig, train
+from models.train import TEST_RANKS_FILE, TrainConfig, config_from, train
 from reaseq.synthetic import generate
 from tests.support import TINY_TRAINING
 from workers.user_reasoner import STRUCTURES, WINDOWS
@@ -129,3 +134,19 @@ def test_the_warm_up_raises_the_learning_rate_from_zero(tmp_path: Path) -> None:
 
     assert not parameters_moved(10**9), "an epoch deep in a long warm-up barely moves the weights"
     assert parameters_moved(0)
+
+
+def test_a_bad_config_or_dataset_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^bad\.json: interests: Input should be a valid dictionary.*\(got null\)$"):
+        config_from({"dataset": "x", "interests": None}, "bad.json")
+    write_lcrec(tmp_path / "tiny", n_items=20, n_users=10, n_events=60)
+    (tmp_path / "bad.json").write_text(json.dumps({"interests": None, "epochs": "many"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "reaseq.cli", "train", str(tmp_path / "tiny"), "--config", str(tmp_path / "bad.json")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in out, out
+    assert "interests: Input should be a valid dictionary" in out and "epochs: Input should be a valid integer" in out
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        load_dataset(tmp_path / "missing")
