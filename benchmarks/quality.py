@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from benchmarks.common import DATA
+from benchmarks.plots import write_quality_plots
 from benchmarks.sizes import RANKER_SIZES
 from models.datasets import leave_one_out, load_dataset
 from models.errors import DatasetError
 from models.interest_training import InterestTrainConfig
-from models.metrics import metric_values, relative_gain
+from models.metrics import mean_interval, metric_values, relative_gain
 from models.sasrec import SASRecConfig, train_sasrec
 from models.text_encoder import DEFAULT_MODEL
 from models.train import NEEDS_TEXT, SCHEDULES, TEST_RANKS_FILE, VARIANTS, TrainConfig, train, with_variant
@@ -61,6 +62,7 @@ def run_variant(name: str, config: TrainConfig, args: argparse.Namespace) -> dic
         "device": metrics["device"],
         "train_seconds": metrics["train_seconds"],
         **stopped(metrics),
+        "history": metrics["history"],
     }
 
 
@@ -78,6 +80,7 @@ def run_sasrec(config: TrainConfig, args: argparse.Namespace) -> dict[str, Any]:
         "device": result["device"],
         "train_seconds": result["wall_s"],
         **stopped(result),
+        "history": result["history"],
     }
 
 
@@ -215,25 +218,30 @@ def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
     return {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
 
 
-def gains(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """NDCG@10 of each compared row relative to its baseline on the same test users, with a paired-bootstrap 95%
-    interval (``models.metrics.relative_gain``)."""
-    ndcg = {
+def per_user_ndcg(runs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Each trained version's NDCG@10 per test user, from its saved test ranks."""
+    return {
         model: metric_values(torch.from_numpy(np.load(Path(run["model_version"]) / TEST_RANKS_FILE)))["ndcg@10"].numpy()
         for model, run in runs.items()
         if "model_version" in run
     }
+
+
+def gains(ndcg: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """NDCG@10 of each compared row relative to its baseline on the same test users, with a paired-bootstrap 95%
+    interval (``models.metrics.relative_gain``)."""
     pairs = [(row, base) for row, base in COMPARED if row in ndcg and base in ndcg]
     return [{"row": row, "baseline": base, "metric": "ndcg@10", **relative_gain(ndcg[row], ndcg[base])} for row, base in pairs]
 
 
 def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace) -> None:
-    rows = [run.pop("row") for run in runs.values()]
+    ndcg = per_user_ndcg(runs)
+    rows = [{**run.pop("row"), **({"ndcg@10_ci95": mean_interval(ndcg[model])} if model in ndcg else {})} for model, run in runs.items()]
     rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
     result = {
         "dataset": name,
         "rows": rows,
-        "gains": gains(runs),
+        "gains": gains(ndcg),
         "runs": runs,  # per model: device, training seconds, epochs run (and the model version of each variant)
         "skipped": skipped,
         "size": args.size,
@@ -252,8 +260,10 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "machine": platform.platform(),
     }
     suffix = ("" if not result["partial"] else "-" + "-".join(args.models)) + ("" if args.seed is None else f"-seed{args.seed}")
-    (args.results / f"quality-{name.removeprefix('amazon-')}{suffix}.json").write_text(json.dumps(result, indent=2))
+    stem = args.results / f"quality-{name.removeprefix('amazon-')}{suffix}"
+    stem.with_name(f"{stem.name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    print("pictures:", ", ".join(str(path) for path in write_quality_plots(result, stem)))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,14 @@ def relative_gain(candidate: np.ndarray, baseline: np.ndarray, resamples: int = 
     return {"relative": float(gain(candidate, baseline)), "ci95": bounds if np.isfinite(bounds).all() else None}
 
 
+def mean_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of the mean of one value per test example."""
+    interval = bootstrap(
+        (values,), np.mean, vectorized=True, n_resamples=resamples, batch=200, method="percentile", rng=np.random.default_rng(seed)
+    ).confidence_interval
+    return [float(interval.low), float(interval.high)]
+
+
 def ranked_list_metrics(
     ranked: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:

@@ -147,7 +147,8 @@ def train_sasrec(data: SequenceData, split: Split, config: SASRecConfig | None =
         if epoch % config.eval_every and epoch != config.epochs:
             continue
         valid = evaluate(model, split.valid, config.eval_batch_size)
-        history.append({"epoch": epoch, "loss": total / max(1, len(order) // config.batch_size), "valid": valid})
+        mean_loss = total / max(1, len(order) // config.batch_size)
+        history.append({"epoch": epoch, "loss": mean_loss, "valid": valid, "wall_s": round(stopper.seconds, 1)})
         if stopper.check(epoch, valid["ndcg@10"]):
             best_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
         elif stopper.converged:

@@ -229,7 +229,7 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
             entry["valid"] = metrics
             if stopper.check(epoch, metrics["ndcg@10"]):
                 ranker.save(checkpoint)
-        stopper.epochs_run = epoch
+        stopper.epochs_run, entry["wall_s"] = epoch, round(stopper.seconds, 1)
         history.append(entry)
         tqdm.write(json.dumps(entry))
         if stopper.converged or out_of_time:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
+from PIL import Image
 
+from benchmarks.combine_seeds import combine
+from benchmarks.plots import write_quality_plots
 from benchmarks.quality import dataset_folder, semantic_id_source, skipped_models
 from models.errors import DatasetError
 from models.train import VARIANTS, TrainConfig
@@ -33,3 +37,47 @@ def test_any_folder_is_measured_by_whether_its_items_have_text(tmp_path: Path) -
         semantic_id_source(s3rec_folder(tmp_path / "bare", text=False, index=False))
     with pytest.raises(DatasetError, match="neither one of"):
         dataset_folder(str(tmp_path / "missing"), tmp_path)
+
+
+def test_the_pictures_show_each_rows_curve_and_interval(tmp_path: Path) -> None:
+    history = [{"epoch": e, "loss": 1.0 / e, "wall_s": 30.0 * e, **({"valid": {"ndcg@10": 0.01 * e}} if e % 2 == 0 else {})} for e in range(1, 9)]
+    result = {
+        "dataset": "mine",
+        "runs": {"tiger": {"history": history, "converged": True}, "full": {"history": history[:4], "converged": False}},
+        "rows": [
+            {"name": "tiger", "ndcg@10": 0.02, "ndcg@10_ci95": [0.015, 0.025]},
+            {"name": "full", "ndcg@10": 0.03, "ndcg@10_ci95": [0.024, 0.036]},
+            {"name": "published", "ndcg@10": 0.0384},
+        ],
+    }
+    paths = write_quality_plots(result, tmp_path / "quality-mine")
+    assert [path.name for path in paths] == ["quality-mine-curves.png", "quality-mine-rows.png"]
+    for path in paths:
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        assert pixels.shape[0] > 300 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # drawn, not blank
+
+
+def fake_result(seed: int, tiger: float, full: float, gain_ci: list[float]) -> dict[str, object]:
+    figures = lambda ndcg: {"recall@5": ndcg, "ndcg@5": ndcg, "recall@10": 2 * ndcg, "ndcg@10": ndcg}  # noqa: E731
+    return {
+        "dataset": "amazon-scientific", "size": "compact", "epochs": 200, "eval_every": 1, "interest_epochs": 30, "encoder": "m",
+        "learning_rate": {}, "train_minutes": None, "interest_minutes": 0, "gpu": None, "machine": "x", "partial": False,
+        "seeds": {"training": seed, "ranker_weights": seed},
+        "rows": [{"name": "tiger", **figures(tiger)}, {"name": "full", **figures(full)}, {"name": "published", **figures(0.5)}],
+        "runs": {"tiger": {"converged": True}, "full": {"converged": True}},
+        "gains": [{"row": "full", "baseline": "tiger", "metric": "ndcg@10", "relative": full / tiger - 1, "ci95": gain_ci}],
+    }
+
+
+def test_seeds_combine_into_means_spreads_and_each_seeds_interval() -> None:
+    combined = combine([fake_result(42, 0.02, 0.024, [0.1, 0.3]), fake_result(7, 0.03, 0.033, [0.02, 0.2])])
+    assert combined["seeds"] == [42, 7]
+    tiger, full, published = combined["rows"]
+    assert tiger["ndcg@10"] == pytest.approx(0.025) and tiger["ndcg@10_std"] == pytest.approx(0.00707, abs=1e-5)
+    assert full["per_seed"]["7"]["ndcg@10"] == 0.033 and full["converged"] == [True, True]
+    assert published == {"name": "published", "recall@5": 0.5, "ndcg@5": 0.5, "recall@10": 1.0, "ndcg@10": 0.5}
+    (gain,) = combined["gains"]
+    assert gain["relative"] == pytest.approx((0.2 + 0.1) / 2)
+    assert gain["per_seed"] == [{"seed": 42, "relative": pytest.approx(0.2), "ci95": [0.1, 0.3]}, {"seed": 7, "relative": pytest.approx(0.1), "ci95": [0.02, 0.2]}]
+    with pytest.raises(ValueError, match="a seed twice"):
+        combine([fake_result(7, 0.02, 0.024, [0.1, 0.3]), fake_result(7, 0.03, 0.033, [0.02, 0.2])])
