@@ -39,6 +39,15 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def is_stack_process(pid: int) -> bool:
+    """Whether ``pid`` runs a ``reaseq`` command or tritonserver (what the local stack starts)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return pid_alive(pid) and (b"reaseq.cli" in command or b"tritonserver" in command)
+
+
 def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     """Environment of a child process: the parent's, plus every setting, so the child sees the same Settings."""
     env = dict(os.environ)

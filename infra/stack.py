@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from infra.broker import EmbeddedBroker, wait_until_answers
 from infra.ports import free_port
-from infra.processes import ASYNC_WORKERS, pid_alive, run_dir, spawn_cli, stop_process, worker_args
+from infra.processes import ASYNC_WORKERS, is_stack_process, pid_alive, run_dir, spawn_cli, stop_process, worker_args
 from infra.provision import provision
 from infra.supervisor import SUPERVISOR, ComponentReport, ComponentSpec, read_report, report_file, want, wanted_file
 from reaseq.settings import Settings
@@ -87,8 +87,6 @@ def load_run_state(settings: Settings) -> RunState | None:
     state.triton = TritonProcess(**{**triton, "pid": pids.get("triton", triton["pid"])}) if triton else None
     web = body.get("web")
     state.web = WebProcess(pids.get("web", web["pid"]), web["url"]) if web else None
-    if state.supervisor_pid is None and not any(pid_alive(pid) for pid in _pids(state)):
-        return None  # a stack of an earlier release, gone
     return state
 
 
@@ -258,11 +256,13 @@ def stop_stack(settings: Settings) -> RunState | None:
     if state is None:
         return None
     report = read_report(settings)
-    if state.supervisor_pid is not None:
-        stop_process(state.supervisor_pid, timeout_s=90)
-    supervised = [c.pid for c in report.components.values() if c.pid is not None] if report else []
-    for pid in set(_pids(state) + supervised) - {state.broker_pid}:
-        stop_process(pid)  # left by a supervisor that was killed: a no-op when it stopped them
+    if state.supervisor_pid is not None and pid_alive(state.supervisor_pid):
+        stop_process(state.supervisor_pid, timeout_s=90)  # it stops every process it runs
+    else:  # its processes outlive a supervisor that was killed: stop those it (or the run file) last named
+        supervised = [c.pid for c in report.components.values() if c.pid is not None] if report else []
+        for pid in set(_pids(state) + supervised) - {state.broker_pid}:
+            if is_stack_process(pid):  # a pid of a process gone long ago may name another program by now
+                stop_process(pid)
     if state.broker_pid:
         stop_process(state.broker_pid, timeout_s=10)
     for path in (_run_file(settings), wanted_file(settings), report_file(settings)):
