@@ -23,6 +23,7 @@ import platform
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def semantic_id_source(folder: Path) -> str:
     """The benchmark's choice for a named dataset; elsewhere our own IDs from item text, or the published ones."""
     if folder.name in RUNS:
         return RUNS[folder.name]
-    if load_dataset(folder).item_text:
+    if has_item_text(folder):
         return "rqvae"
     if next(folder.glob("*.rqvae-index.json"), None) is None:
         raise DatasetError(f"{folder}: its items have no text (no *.item.json) and it has no *.rqvae-index.json: no semantic IDs")
@@ -213,8 +214,14 @@ def dataset_config(folder: Path, args: argparse.Namespace) -> TrainConfig:
     )
 
 
+@cache
+def has_item_text(folder: Path) -> bool:
+    """Whether the dataset's items have text (read once: the IDs and the rows both depend on it)."""
+    return load_dataset(folder).item_text is not None
+
+
 def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
-    has_text = load_dataset(config.dataset).item_text is not None
+    has_text = has_item_text(config.dataset)
     return {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
 
 

@@ -93,19 +93,20 @@ def load_run_state(settings: Settings) -> RunState | None:
 def stack_processes(settings: Settings) -> dict[str, ComponentReport] | None:
     """The local stack's processes as its supervisor last saw them, each checked against the process table (a
     supervisor that died leaves a stale report), and the supervisor itself when it is gone; None without a stack."""
-    state = load_run_state(settings)
-    if state is None or state.supervisor_pid is None:
+    path = _run_file(settings)
+    supervisor_pid = json.loads(path.read_text()).get("supervisor_pid") if path.exists() else None
+    if supervisor_pid is None:
         return None
     report = read_report(settings)
     processes = {
         name: c if c.state != "running" or (c.pid is not None and pid_alive(c.pid)) else c.model_copy(update={"state": "down"})
         for name, c in (report.components if report else {}).items()
     }
-    if not pid_alive(state.supervisor_pid):
+    if not pid_alive(supervisor_pid):
         processes[SUPERVISOR] = ComponentReport(
             name=SUPERVISOR,
             state="down",
-            pid=state.supervisor_pid,
+            pid=supervisor_pid,
             last_error="the supervisor exited: no process is restarted; `reaseq down`, then `reaseq up`",
             log=str(run_dir(settings) / f"{SUPERVISOR}.log"),
         )
