@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test browser vllm-env bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo clean
+.PHONY: setup demo up down test browser vllm-env bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty device-bundle clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,14 @@ bench-demo: setup
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality
+
+# TIGER on Beauty on this machine's CPU in one command (within 150 minutes on 2 cores): the preset of benchmarks/sizes.py
+bench-beauty: setup
+	$(BIN)/python -m benchmarks.quality --datasets amazon-beauty --models tiger --preset beauty-cpu
+
+# The same on a GPU machine without network: data and wheels in .device/, and the command to run there
+device-bundle: setup
+	$(BIN)/python -m benchmarks.device_bundle
 
 clean:
 	rm -rf $(VENV) .state model_store

@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import platform
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import date
@@ -32,7 +33,7 @@ import torch
 
 from benchmarks.common import DATA
 from benchmarks.plots import write_quality_plots
-from benchmarks.sizes import RANKER_SIZES
+from benchmarks.sizes import PRESETS, RANKER_SIZES
 from models.datasets import leave_one_out, load_dataset
 from models.errors import DatasetError
 from models.interest_training import InterestTrainConfig
@@ -63,6 +64,7 @@ def run_variant(name: str, config: TrainConfig, args: argparse.Namespace) -> dic
         "device": metrics["device"],
         "train_seconds": metrics["train_seconds"],
         **stopped(metrics),
+        "validation_share": metrics["validation_share"],  # of the ranker's training wall time
         "history": metrics["history"],
     }
 
@@ -108,7 +110,9 @@ MODELS = [*VARIANTS, "sasrec"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    preset = argparse.ArgumentParser(add_help=False)
+    preset.add_argument("--preset", choices=list(PRESETS), help="settings chosen for a dataset and machine (benchmarks.sizes); flags given still win")
+    parser = argparse.ArgumentParser(description=__doc__, parents=[preset])
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding the named dataset folders")
     parser.add_argument(
         "--datasets",
@@ -125,6 +129,16 @@ def main() -> None:
     parser.add_argument("--lr-schedule", choices=list(SCHEDULES), default=TrainConfig.model_fields["lr_schedule"].default, help="after the warm-up")
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default, help="optimiser steps of linear warm-up")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.model_fields["eval_every"].default, help="epochs between validation passes")
+    parser.add_argument("--patience", type=int, default=TrainConfig.model_fields["patience"].default, help="validation passes without a gain before a ranker stops")
+    parser.add_argument("--max-eval-users", type=int, default=2000, help="validation users per pass (the test pass uses all)")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default, help="training targets per batch")
+    parser.add_argument(
+        "--history-attention",
+        choices=["bidirectional", "causal"],
+        default="bidirectional",
+        help="causal: each history item reads the items before it, and every target of a sequence trains in one pass "
+        "(only for rows without per-example side inputs: tiger, knowledge)",
+    )
     parser.add_argument(
         "--interest-minutes",
         type=float,
@@ -146,7 +160,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    started = time.monotonic()
+    chosen = preset.parse_known_args()[0].preset
+    if chosen is not None:
+        parser.set_defaults(**PRESETS[chosen])
     args = parser.parse_args()
+    args.started = started
     args.results.mkdir(parents=True, exist_ok=True)
     try:
         folders = [dataset_folder(value, args.data) for value in args.datasets]
@@ -196,7 +215,9 @@ def semantic_id_source(folder: Path) -> str:
 
 
 def dataset_config(folder: Path, args: argparse.Namespace) -> TrainConfig:
-    ranker = RANKER_SIZES[args.size] if args.seed is None else RANKER_SIZES[args.size].model_copy(update={"seed": args.seed})
+    ranker = RANKER_SIZES[args.size].model_copy(
+        update={"history_attention": args.history_attention, **({} if args.seed is None else {"seed": args.seed})}
+    )
     return TrainConfig(
         dataset=folder,
         ids=semantic_id_source(folder),
@@ -207,6 +228,9 @@ def dataset_config(folder: Path, args: argparse.Namespace) -> TrainConfig:
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
         eval_every=args.eval_every,
+        patience=args.patience,
+        max_eval_users=args.max_eval_users,
+        batch_size=args.batch_size,
         ranker=ranker,
         interests=InterestTrainConfig(epochs=args.interest_epochs, max_minutes=args.interest_minutes or None),
         interest_model=False,  # rows need only the cross-fitted ones
@@ -222,7 +246,13 @@ def has_item_text(folder: Path) -> bool:
 
 def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
     has_text = has_item_text(config.dataset)
-    return {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
+    reasons = {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
+    if config.ranker.history_attention == "causal":
+        for model in models:
+            side = VARIANTS[model][1] if model in VARIANTS else None
+            if side is not None and (side.reasoning != "none" or side.beyond_log):
+                reasons.setdefault(model, "causal history attention takes no per-example side inputs")
+    return reasons
 
 
 def per_user_ndcg(runs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -251,11 +281,16 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "gains": gains(ndcg),
         "runs": runs,  # per model: device, training seconds, epochs run (and the model version of each variant)
         "skipped": skipped,
+        "preset": args.preset,
         "size": args.size,
         "epochs": args.epochs,
         "train_minutes": args.train_minutes,
         "learning_rate": {"peak": args.learning_rate, "schedule": args.lr_schedule, "warmup_steps": args.warmup_steps},
         "eval_every": args.eval_every,
+        "patience": args.patience,
+        "max_eval_users": args.max_eval_users,
+        "batch_size": args.batch_size,
+        "history_attention": args.history_attention,
         "interest_minutes": args.interest_minutes,
         "interest_epochs": args.interest_epochs,
         "jobs": args.jobs,  # with more than one, the runs shared the machine, so their times are not one run's alone
@@ -263,6 +298,7 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "seeds": {"training": config.seed, "ranker_weights": config.ranker.seed},
         "partial": "tiger" not in runs,  # a run without the baseline row is not the benchmark's table
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "command_s": round(time.monotonic() - args.started, 1),  # the whole command so far: data, training, tests
         "date": date.today().isoformat(),
         "machine": platform.platform(),
     }

@@ -4,35 +4,39 @@ A T5 encoder reads a user token and the semantic IDs of the user's recent items;
 item's semantic ID, one code per level. Beam search is constrained by a prefix trie of the catalog's code
 sequences, so every generated sequence is a real item.
 
-Inference (``recommend`` and ``score``) runs its own decoder pass over the T5 weights instead of
-``generate``/``forward``: the decoder states of all beams (or all candidates) of one user attend to that user's
-cross-attention keys and values, projected once per user, where the stock path projects the encoder output
-again for every beam or candidate. Training uses the stock T5 forward, and a test holds the two equal.
+Training and inference run the passes of ``models.t5_passes`` over the T5 weights instead of ``generate``/
+``forward``: the decoder states of all beams, candidates or training targets of one user attend to that user's
+cross-attention keys and values, projected once per user. With causal history attention one encoder pass over a
+user's sequence trains every target in it, as SASRec trains.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import T5Config, T5ForConditionalGeneration
 
+from models import t5_passes
 from models.device import default_device
+from models.t5_passes import Memory
 from models.trie import CodeTrie
 
 SIDE_FILE = "side.safetensors"
 PAD = 0  # also the decoder start token, as in T5
 EOS = 1
+IGNORE = -100  # label of a padded target position (cross-entropy's ignore_index)
 NUM_SPECIAL = 2
 
 
@@ -158,8 +162,18 @@ class TigerConfig(BaseModel):
     num_decoder_layers: int = 4
     dropout: float = 0.1
     max_history: int = 20  # most recent items fed to the encoder
+    # "causal": each history item reads only the items before it (and the user token), so one encoder pass over a
+    # sequence serves all of its targets in training, and no eos closes the history; "bidirectional" is T5's and
+    # the paper's. Causal reading leaves no place for per-example side inputs (reasoning steps, beyond-log items).
+    history_attention: Literal["bidirectional", "causal"] = "bidirectional"
     seed: int = 0  # weight initialisation
     side: SideInputs = SideInputs()
+
+    @model_validator(mode="after")
+    def _causal_reads_only_the_history(self) -> TigerConfig:
+        if self.history_attention == "causal" and (self.side.reasoning != "none" or self.side.beyond_log):
+            raise ValueError("causal history attention takes no per-example side inputs (reasoning steps, beyond-log items)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -168,11 +182,13 @@ class TigerBatch:
 
     input_ids: torch.Tensor  # [B, S]
     attention_mask: torch.Tensor  # [B, S]
-    labels: torch.Tensor | None = None  # [B, L]
+    labels: torch.Tensor | None = None  # [B, L], or [B, T, L] for every target of a sequence (padded with IGNORE)
     token_items: torch.Tensor | None = None  # [B, S] history item of each code token, -1 elsewhere
     step_slots: torch.Tensor | None = None  # [B, S] step position of each step token, -1 elsewhere
     segments: torch.Tensor | None = None  # [B, S] 1 on beyond-log tokens
     steps: torch.Tensor | None = None  # [B, steps, vector_dim]
+    slots: torch.Tensor | None = None  # causal: [B, S] history position of each code token, -1 elsewhere
+    target_limits: torch.Tensor | None = None  # [B, T] target t reads history positions below its limit
 
     def to(self, device: torch.device | str) -> TigerBatch:
         values = (getattr(self, field.name) for field in fields(self))
@@ -187,68 +203,71 @@ def collate(
     max_history: int = 20,
     contexts: Sequence[UserContext] | None = None,
     side: SideInputs | None = None,
+    causal: bool = False,
 ) -> TigerBatch:
     """Tokenize and pad examples (the last ``max_history`` items of each history) into a batch.
 
     Encoder layout: [user] [one position per reasoning step] [history codes] [beyond-log codes] [eos]; without
-    side inputs it is ``encode_history``'s.
+    side inputs it is ``encode_history``'s. ``causal`` (causal history attention): no eos, and each code token's
+    history position in ``slots``.
     """
     side = side or SideInputs()
-    rows: list[tuple[list[int], list[int], list[int], list[int]]] = []  # tokens, items, step slots, segments
+    rows: list[tuple[list[int], ...]] = []  # tokens, items, step slots, segments, history slots
     step_rows: list[np.ndarray] = []
     for index, (user, history) in enumerate(zip(users, histories, strict=True)):
         context = contexts[index] if contexts is not None else UserContext()
-        tokens, items, slots, segments = [tokenizer.user_token(user)], [-1], [-1], [0]
+        tokens, items, step_slots, segments, slots = [tokenizer.user_token(user)], [-1], [-1], [0], [-1]
         steps = _step_inputs(context.steps, side)
         step_rows.append(steps)
         for position in range(len(steps)):
             tokens.append(PAD)  # its embedding is replaced by the step's
             items.append(-1)
-            slots.append(position)
+            step_slots.append(position)
             segments.append(0)
+            slots.append(-1)
         parts = [(list(history)[-max_history:], 0)]
         if side.beyond_log:
             parts.append((list(context.beyond_log)[: side.max_beyond_log], 1))
         for part, segment in parts:
-            for item in part:
+            for position, item in enumerate(part):
                 if item in tokenizer.item_codes:
                     codes = tokenizer.encode_target(item)
                     tokens += codes
                     items += [item if segment == 0 else -1] * len(codes)
-                    slots += [-1] * len(codes)
+                    step_slots += [-1] * len(codes)
                     segments += [segment] * len(codes)
-        tokens.append(EOS)
-        items.append(-1)
-        slots.append(-1)
-        segments.append(0)
-        rows.append((tokens, items, slots, segments))
+                    slots += [position] * len(codes)
+        if not causal:
+            tokens.append(EOS)
+            items.append(-1)
+            step_slots.append(-1)
+            segments.append(0)
+            slots.append(-1)
+        rows.append((tokens, items, step_slots, segments, slots))
     width = max(len(row[0]) for row in rows)
-    input_ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    token_items = torch.full((len(rows), width), -1, dtype=torch.long)
-    step_slots = torch.full((len(rows), width), -1, dtype=torch.long)
-    segments_tensor = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, (tokens, items, slots, segments) in enumerate(rows):
-        input_ids[row, : len(tokens)] = torch.tensor(tokens)
-        attention_mask[row, : len(tokens)] = 1
-        token_items[row, : len(tokens)] = torch.tensor(items)
-        step_slots[row, : len(tokens)] = torch.tensor(slots)
-        segments_tensor[row, : len(tokens)] = torch.tensor(segments)
+    columns = [torch.full((len(rows), width), _PADDING[name], dtype=torch.long) for name in _COLUMNS]
+    for row, values in enumerate(rows):
+        for column, value in zip(columns, values, strict=True):
+            column[row, : len(value)] = torch.tensor(value)
+    input_ids, token_items, step_slots, segments_tensor, slots = columns
+    attention_mask = (torch.arange(width) < torch.tensor([len(row[0]) for row in rows]).unsqueeze(1)).long()
     labels = None
     if targets is not None:
         labels = torch.tensor([tokenizer.encode_target(item) for item in targets], dtype=torch.long)
+    history_slots = slots if causal else None
     if not side.any:
-        return TigerBatch(input_ids, attention_mask, labels)
+        return TigerBatch(input_ids, attention_mask, labels, slots=history_slots)
     most = max(len(steps) for steps in step_rows)
     steps = torch.zeros((len(rows), most, side.vector_dim))
     for row, values in enumerate(step_rows):
         if len(values):
             steps[row, : len(values)] = torch.from_numpy(np.asarray(values, dtype=np.float32))
-    return TigerBatch(input_ids, attention_mask, labels, token_items, step_slots, segments_tensor, steps)
+    return TigerBatch(input_ids, attention_mask, labels, token_items, step_slots, segments_tensor, steps, history_slots)
 
 
 # What ``collate`` pads each field with, so that a row selection of a wider batch trims to the same tensors.
-_PADDING = {"input_ids": PAD, "attention_mask": 0, "token_items": -1, "step_slots": -1, "segments": 0}
+_PADDING = {"input_ids": PAD, "attention_mask": 0, "token_items": -1, "step_slots": -1, "segments": 0, "slots": -1}
+_COLUMNS = ("input_ids", "token_items", "step_slots", "segments", "slots")  # collate's per-token lists, in its order
 
 
 @dataclass(frozen=True)
@@ -260,18 +279,25 @@ class CollatedExamples:
     # Kept on the host, so that trimming a selection to its own width never waits for the device.
     lengths: np.ndarray  # tokens of each row
     step_counts: np.ndarray  # step vectors of each row
+    target_counts: np.ndarray  # targets of each row: 1 for a prefix example, the sequence's targets in one-pass rows
+
+    def __len__(self) -> int:
+        return len(self.lengths)
 
     def select(self, rows: np.ndarray) -> TigerBatch:
-        """The batch that ``collate`` builds from these rows: padded to their own longest row and step count."""
+        """The batch that ``collate`` builds from these rows: padded to their own longest row, step and target count."""
         index = torch.as_tensor(rows, device=self.batch.input_ids.device)
         width, count = int(self.lengths[rows].max()), int(self.step_counts[rows].max())
+        targets = int(self.target_counts[rows].max())
         values: dict[str, torch.Tensor | None] = {}
         for field in fields(TigerBatch):
             value = getattr(self.batch, field.name)
             if value is None:
                 values[field.name] = None
             elif field.name == "labels":
-                values[field.name] = value[index]
+                values[field.name] = value[index, :targets] if value.dim() == 3 else value[index]
+            elif field.name == "target_limits":
+                values[field.name] = value[index, :targets]
             elif field.name == "steps":
                 values[field.name] = value[index, :count]
             else:
@@ -288,6 +314,7 @@ def collate_all(
     contexts: Sequence[UserContext] | None,
     side: SideInputs,
     device: torch.device,
+    causal: bool = False,
     chunk: int = 4096,
 ) -> CollatedExamples:
     """``collate`` over all examples, a chunk at a time (to bound the Python lists), joined at the widest chunk."""
@@ -295,7 +322,7 @@ def collate_all(
         collate(
             tokenizer, users[start : start + chunk], histories[start : start + chunk],
             None if targets is None else targets[start : start + chunk], max_history,
-            None if contexts is None else contexts[start : start + chunk], side,
+            None if contexts is None else contexts[start : start + chunk], side, causal,
         )
         for start in range(0, len(users), chunk)
     ]
@@ -314,7 +341,55 @@ def collate_all(
             joined[field.name] = torch.cat([F.pad(value, (0, width - value.size(1)), value=_PADDING[field.name]) for value in values])
     batch = TigerBatch(**joined)
     steps = np.zeros(len(users), dtype=np.int64) if batch.step_slots is None else (batch.step_slots >= 0).sum(1).numpy()
-    return CollatedExamples(batch.to(device), batch.attention_mask.sum(1).numpy(), steps)
+    return CollatedExamples(batch.to(device), batch.attention_mask.sum(1).numpy(), steps, np.ones(len(users), dtype=np.int64))
+
+
+def collate_sequences(
+    tokenizer: SemanticIdTokenizer,
+    users: Sequence[str],
+    histories: Sequence[Sequence[int]],
+    targets: Sequence[int],
+    max_history: int,
+    side: SideInputs,
+    device: torch.device,
+) -> CollatedExamples:
+    """Per-prefix training examples regrouped into sequences whose targets all train in one pass (causal history).
+
+    Each user's items are cut, from the newest, into windows of ``max_history + 1``: the window's first item is
+    history only, and each later item is a target that reads the window's items before it. Successive windows share
+    one item, so every item the examples target is a target once; a target in a long sequence reads at most
+    ``max_history`` items, as its prefix example would, fewer near a window's start.
+    """
+    owners: list[str] = []
+    inputs: list[list[int]] = []
+    outputs: list[list[int]] = []
+    for user, sequence in _sequences(users, histories, targets):
+        end = len(sequence)
+        while end > 1:
+            start = max(0, end - max_history - 1)
+            owners.append(user)
+            inputs.append(sequence[start : end - 1])
+            outputs.append(sequence[start + 1 : end])
+            end = start + 1
+    examples = collate_all(tokenizer, owners, inputs, None, max_history, None, side, device, causal=True)
+    counts = np.array([len(row) for row in outputs], dtype=np.int64)
+    items = _pad_rows(outputs, torch.device("cpu"))  # [N, T], -1 beyond each row's targets
+    labels = tokenizer.target_table[items.clamp(min=0)]
+    labels = labels.masked_fill((items < 0).unsqueeze(-1) | (labels < 0), IGNORE)
+    # target t of a window (0-based) reads the window's history positions 0..t
+    limits = torch.arange(1, items.size(1) + 1).expand_as(items).contiguous()
+    batch = replace(examples.batch, labels=labels.to(device), target_limits=limits.to(device))
+    return CollatedExamples(batch, examples.lengths, examples.step_counts, counts)
+
+
+def _sequences(users: Sequence[str], histories: Sequence[Sequence[int]], targets: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
+    """Each user's items from its prefix examples, which come consecutively and in order (as ``leave_one_out``'s)."""
+    for user, group in itertools.groupby(range(len(users)), key=users.__getitem__):
+        rows = list(group)
+        for previous, row in itertools.pairwise(rows):
+            if not histories[row] or histories[row][-1] != targets[previous]:
+                raise ValueError(f"user {user}'s examples are not the prefixes of one sequence in order")
+        yield user, [*histories[rows[0]], *(targets[row] for row in rows)]
 
 
 def _step_inputs(steps: np.ndarray | None, side: SideInputs) -> np.ndarray:
@@ -324,15 +399,6 @@ def _step_inputs(steps: np.ndarray | None, side: SideInputs) -> np.ndarray:
     if side.reasoning == "pooled":
         return np.asarray(steps, dtype=np.float32).mean(axis=0, keepdims=True)
     return np.asarray(steps, dtype=np.float32)[: side.max_steps]
-
-
-@dataclass(frozen=True)
-class _Memory:
-    """Per decoder layer, the cross-attention keys and values [B, h, S, d_kv]; the padding mask [B, 1, 1, S]."""
-
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    mask: torch.Tensor
 
 
 class TigerRanker(torch.nn.Module):
@@ -401,7 +467,9 @@ class TigerRanker(torch.nn.Module):
         contexts: Sequence[UserContext] | None = None,
     ) -> TigerBatch:
         """``collate`` with this model's history length and side inputs, on this model's device."""
-        return collate(self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side).to(self.device)
+        return collate(
+            self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side, self.causal
+        ).to(self.device)
 
     def collate_all(
         self,
@@ -411,18 +479,45 @@ class TigerRanker(torch.nn.Module):
         contexts: Sequence[UserContext] | None = None,
     ) -> CollatedExamples:
         """``collate_all`` with this model's history length and side inputs, on this model's device."""
-        return collate_all(self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side, self.device)
+        return collate_all(
+            self.tokenizer, users, histories, targets, self.config.max_history, contexts, self.config.side, self.device, self.causal
+        )
+
+    def training_examples(
+        self,
+        users: Sequence[str],
+        histories: Sequence[Sequence[int]],
+        targets: Sequence[int],
+        contexts: Sequence[UserContext] | None = None,
+    ) -> CollatedExamples:
+        """Prefix examples as training rows: one per sequence window with causal history attention (all of its
+        targets in one pass), else one per example."""
+        if self.causal:
+            return collate_sequences(self.tokenizer, users, histories, targets, self.config.max_history, self.config.side, self.device)
+        return self.collate_all(users, histories, targets, contexts)
+
+    @property
+    def causal(self) -> bool:
+        return self.config.history_attention == "causal"
 
     def set_item_vectors(self, vectors: torch.Tensor) -> None:
         """Knowledge vectors by item index [I, vector_dim]; rows of zeros for items without knowledge."""
         self.item_vectors = vectors.float().to(self.device)
 
     def loss(self, batch: TigerBatch) -> torch.Tensor:
-        """Mean cross-entropy of the target codes under teacher forcing."""
+        """Mean cross-entropy of the target codes under teacher forcing, over every target of the batch.
+
+        Labels [B, L] hold one target per row; [B, T, L] with ``target_limits`` hold every target of a sequence
+        (rows of -100 pad), each decoded against the history before it, so the history is encoded once.
+        """
         if batch.labels is None:
             raise ValueError("the batch has no targets")
         batch = batch.to(self.device)
-        return self.model(inputs_embeds=self._inputs_embeds(batch), attention_mask=batch.attention_mask, labels=batch.labels).loss
+        labels = batch.labels if batch.labels.dim() == 3 else batch.labels.unsqueeze(1)
+        tokens = F.pad(labels[..., :-1], (1, 0), value=PAD).clamp(min=PAD)  # shifted right; padding rows read pad
+        hidden, _ = self._decode(tokens, self._encode(batch))
+        logits = self.model.lm_head(hidden)
+        return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE)
 
     @torch.inference_mode()
     def recommend(
@@ -565,63 +660,30 @@ class TigerRanker(torch.nn.Module):
             embeds = embeds + self.side["segment"](batch.segments)
         return embeds
 
-    def _encode(self, batch: TigerBatch) -> _Memory:
-        states = self.model.encoder(inputs_embeds=self._inputs_embeds(batch), attention_mask=batch.attention_mask).last_hidden_state
-        size, length = states.shape[:2]
-        keys, values = [], []
-        for block in self.model.decoder.block:
-            attention = block.layer[1].EncDecAttention
-            for projection, out in ((attention.k, keys), (attention.v, values)):
-                out.append(projection(states).view(size, length, attention.n_heads, -1).transpose(1, 2))
-        mask = torch.zeros(batch.attention_mask.shape, dtype=states.dtype, device=states.device)
-        mask = mask.masked_fill(batch.attention_mask == 0, float("-inf"))[:, None, None, :]
-        return _Memory(keys, values, mask)
+    def _encode(self, batch: TigerBatch) -> Memory:
+        """The encoder pass and each decoder layer's cross-attention keys and values, projected once per row.
 
-    def _decode(
-        self, tokens: torch.Tensor, memory: _Memory, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Final decoder states [B, n, q, d] of q new positions of n sequences per user (tokens [B, n, q]).
-
-        ``past`` holds each layer's self-attention keys and values [B*n, h, p, d_kv] of the p positions before;
-        the returned ones cover all p + q. This is the T5 decoder in eval mode, except that cross-attention
-        reads each user's keys once for all of the user's sequences.
+        With causal history attention each history item reads the user token, the items before it and itself; a
+        batch with ``target_limits`` (every target of a sequence) lets target t read the history items before it.
         """
-        decoder = self.model.decoder
-        size, count, length = tokens.shape
-        start = 0 if past is None else past[0][0].size(2)
-        total = start + length
-        causal = torch.ones(total, total, dtype=torch.bool, device=tokens.device).triu(1)[start:]
-        first = decoder.block[0].layer[0].SelfAttention  # T5 shares the first layer's position bias
-        self_bias = first.compute_bias(total, total)[:, :, start:].masked_fill(causal, float("-inf"))
-        hidden = decoder.embed_tokens(tokens)
-        cache = []
-        for index, block in enumerate(decoder.block):
-            attention = block.layer[0].SelfAttention
-            normed = block.layer[0].layer_norm(hidden).view(size * count, length, -1)
-            query, key, value = (
-                projection(normed).view(size * count, length, attention.n_heads, -1).transpose(1, 2)
-                for projection in (attention.q, attention.k, attention.v)
-            )
-            if past is not None:
-                key = torch.cat([past[index][0], key], dim=2)
-                value = torch.cat([past[index][1], value], dim=2)
-            cache.append((key, value))
-            mixed = F.scaled_dot_product_attention(query, key, value, attn_mask=self_bias, scale=1.0)
-            hidden = hidden + attention.o(mixed.transpose(1, 2).reshape(size, count, length, -1))
+        valid = batch.attention_mask.bool()
+        allowed = valid.unsqueeze(1)  # [B, 1, S]
+        if self.config.history_attention == "causal":
+            if batch.slots is None:
+                raise ValueError("causal history attention needs the batch's history slots")
+            allowed = allowed & (batch.slots.unsqueeze(1) <= batch.slots.unsqueeze(2))
+        states = t5_passes.encode(self.model.encoder, self._inputs_embeds(batch), allowed)
+        reads = valid.unsqueeze(1)
+        if batch.target_limits is not None and batch.slots is not None:
+            reads = reads & (batch.slots.unsqueeze(1) < batch.target_limits.unsqueeze(2))  # [B, targets, S]
+            reads = reads.repeat_interleave(self.tokenizer.num_levels, dim=1)  # one row per decoder position
+        return t5_passes.memory(self.model.decoder, states, reads)
 
-            attention = block.layer[1].EncDecAttention
-            normed = block.layer[1].layer_norm(hidden).view(size, count * length, -1)
-            query = attention.q(normed).view(size, count * length, attention.n_heads, -1).transpose(1, 2)
-            mixed = F.scaled_dot_product_attention(
-                query, memory.keys[index], memory.values[index], attn_mask=memory.mask, scale=1.0
-            )
-            hidden = hidden + attention.o(mixed.transpose(1, 2).reshape(size, count, length, -1))
-
-            hidden = hidden + block.layer[2].DenseReluDense(block.layer[2].layer_norm(hidden))
-        return decoder.final_layer_norm(hidden), cache
+    def _decode(self, tokens: torch.Tensor, memory: Memory, past: t5_passes.Cache | None = None) -> tuple[torch.Tensor, t5_passes.Cache]:
+        return t5_passes.decode(self.model.decoder, tokens, memory, past)
 
     def _beam_search(
-        self, memory: _Memory, beam_size: int, banned: torch.Tensor | None
+        self, memory: Memory, beam_size: int, banned: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Items [B, n] and log-likelihoods [B, n] of the best n <= beam_size valid code sequences, best first."""
         size = memory.mask.size(0)

@@ -26,13 +26,14 @@ from tqdm import tqdm
 from transformers import get_constant_schedule_with_warmup, get_inverse_sqrt_schedule
 
 from models.datasets import Examples, SequenceData, Split, leave_one_out, load_dataset
-from models.device import default_device
+from models.batches import length_batches
+from models.device import default_device, mixed_precision
 from models.distillation import SideData, UserReasonerKind, build_side_data, item_knowledge
 from models.early_stopping import EarlyStopping
 from models.errors import ConfigError, DatasetError
 from models.interest_training import InterestTrainConfig, train_and_save
 from models.knowledge import enriched_text
-from models.metrics import MetricAccumulator
+from models.metrics import MetricAccumulator, ranks_in_lists
 from models.patterns import REASONING_DIR
 from models.progress import progress_bar
 from models.rqvae import RQVAEConfig, train_rqvae
@@ -62,7 +63,7 @@ NEEDS_TEXT = {name for name, (text, side) in VARIANTS.items() if text == "knowle
 def with_variant(config: TrainConfig, variant: str) -> TrainConfig:
     """``config`` as one row of the ablation (``VARIANTS``); ``full`` is the default, the model Triton serves."""
     item_text, side = VARIANTS[variant]
-    ranker = config.ranker.model_copy(update={"side": side})
+    ranker = TigerConfig.model_validate({**config.ranker.model_dump(), "side": side})  # validated: not every row fits every config
     return config.model_copy(update={"item_text": item_text, "ranker": ranker})
 
 
@@ -88,6 +89,7 @@ class TrainConfig(BaseModel):
     eval_every: int = 5  # epochs between validation passes
     patience: int | None = 5  # validation passes without improvement before stopping; None: only the budget stops it
     eval_batch_size: int = 256
+    compile: bool = False  # torch.compile the training step (pays on CUDA for long runs; compiling takes minutes)
     beam_size: int = 20
     max_eval_users: int | None = None  # subsample validation for speed; the test pass always uses all users
     interests: InterestTrainConfig = InterestTrainConfig()  # the beyond-log interest models (served and cross-fitted)
@@ -180,19 +182,25 @@ def evaluate(
     limit: int | None = None,
     contexts: Sequence[UserContext] | None = None,
 ) -> MetricAccumulator:
-    """The targets' ranks in beam-search retrieval over all items; ``result()`` gives Recall and NDCG at 5 and 10."""
-    accumulator = MetricAccumulator()
+    """The targets' ranks in beam-search retrieval over all items; ``result()`` gives Recall and NDCG at 5 and 10.
+
+    Examples are searched in order of history length, so that a batch is little padding; ranks keep their order.
+    """
     count = len(examples) if limit is None else min(limit, len(examples))
+    order = np.argsort([len(history) for history in examples.histories[:count]], kind="stable")
+    ranks = []
     for start in progress_bar(range(0, count, config.eval_batch_size), "evaluating", "batch"):
-        stop = min(start + config.eval_batch_size, count)
+        rows = order[start : start + config.eval_batch_size]
         ranked, _ = ranker.recommend(
-            examples.users[start:stop],
-            examples.histories[start:stop],
+            [examples.users[row] for row in rows],
+            [examples.histories[row] for row in rows],
             k=10,
             beam_size=config.beam_size,
-            contexts=None if contexts is None else contexts[start:stop],
+            contexts=None if contexts is None else [contexts[row] for row in rows],
         )
-        accumulator.add_ranked(ranked, torch.tensor(examples.targets[start:stop]))
+        ranks.append(ranks_in_lists(ranked, torch.tensor([examples.targets[row] for row in rows])))
+    accumulator = MetricAccumulator()
+    accumulator.add_ranks(torch.cat(ranks)[torch.from_numpy(np.argsort(order))])
     return accumulator
 
 
@@ -200,32 +208,37 @@ SCHEDULES = {"constant": get_constant_schedule_with_warmup, "inverse_sqrt": get_
 
 
 def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path, side: SideData) -> dict[str, object]:
-    """Train with AdamW under ``lr_schedule``, validate every ``eval_every`` epochs, keep the best weights by validation NDCG@10; stop after
-    ``patience`` validations without improvement, or after the epoch that used up ``max_minutes``."""
+    """Train with AdamW under ``lr_schedule``, validate every ``eval_every`` epochs, keep the best weights by validation
+    NDCG@10; stop after ``patience`` validations without improvement, or after the epoch that used up ``max_minutes``.
+
+    Batches are cut by length (``length_batches``) from rows collated once; with causal history attention a row is a
+    sequence window whose targets all train in one pass. On CUDA the step runs under bf16 autocast.
+    """
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = SCHEDULES[config.lr_schedule](optimiser, num_warmup_steps=config.warmup_steps)
-    order = np.arange(len(split.train))
     rng = np.random.default_rng(config.seed)
     deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
-    examples = ranker.collate_all(split.train.users, split.train.histories, split.train.targets, side.train)
-    stopper, history, out_of_time = EarlyStopping("ndcg@10", config.patience), [], False
+    examples = ranker.training_examples(split.train.users, split.train.histories, split.train.targets, side.train)
+    loss_of = torch.compile(ranker.loss, dynamic=True) if config.compile else ranker.loss
+    stopper, history, out_of_time, validating = EarlyStopping("ndcg@10", config.patience), [], False, 0.0
     for epoch in range(1, config.epochs + 1):
         ranker.train()
-        rng.shuffle(order)
         total = torch.zeros((), device=ranker.device)  # summed on the device: a per-batch .item() waits for the GPU
-        batches = range(0, len(order), config.batch_size)
-        for start in progress_bar(batches, f"epoch {epoch}/{config.epochs}", "batch"):
-            rows = order[start : start + config.batch_size]
-            loss = ranker.loss(examples.select(rows))
+        batches = length_batches(examples.lengths, examples.target_counts, config.batch_size, rng)
+        for rows in progress_bar(batches, f"epoch {epoch}/{config.epochs}", "batch"):
+            with mixed_precision(ranker.device):
+                loss = loss_of(examples.select(rows))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             scheduler.step()
-            total += loss.detach() * len(rows)
-        entry: dict[str, object] = {"epoch": epoch, "loss": total.item() / len(order)}
+            total += loss.detach() * int(examples.target_counts[rows].sum())
+        entry: dict[str, object] = {"epoch": epoch, "loss": total.item() / int(examples.target_counts.sum())}
         out_of_time = deadline is not None and time.monotonic() > deadline
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
+            started = time.monotonic()
             metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid).result()
+            validating += time.monotonic() - started
             entry["valid"] = metrics
             if stopper.check(epoch, metrics["ndcg@10"]):
                 ranker.save(checkpoint)
@@ -234,7 +247,9 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
         tqdm.write(json.dumps(entry))
         if stopper.converged or out_of_time:
             break
-    return {"history": history, **stopper.report(), "stopped_by_time": out_of_time}
+    # what validation cost, as a share of the whole: the interval and the sample are chosen to keep it small
+    share = validating / max(stopper.seconds, 1e-9)
+    return {"history": history, **stopper.report(), "stopped_by_time": out_of_time, "validation_share": round(share, 3)}
 
 
 def version_name(config: TrainConfig, ids: SemanticIdTable) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +83,22 @@ def test_seeds_combine_into_means_spreads_and_each_seeds_interval() -> None:
     assert gain["per_seed"] == [{"seed": 42, "relative": pytest.approx(0.2), "ci95": [0.1, 0.3]}, {"seed": 7, "relative": pytest.approx(0.1), "ci95": [0.02, 0.2]}]
     with pytest.raises(ValueError, match="a seed twice"):
         combine([fake_result(7, 0.02, 0.024, [0.1, 0.3]), fake_result(7, 0.03, 0.033, [0.02, 0.2])])
+
+
+def test_a_preset_sets_the_run_and_a_flag_still_wins(tmp_path: Path) -> None:
+    folder = tmp_path / "Mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    (folder / "Mine.txt").write_text("".join(f"{user} {' '.join(map(str, rng.integers(1, 21, 6)))}\n" for user in range(1, 41)))
+    codes = {str(i): [f"<a_{i % 4}>", f"<b_{i // 4}>", "<c_0>"] for i in range(20)}
+    (folder / "Mine.rqvae-index.json").write_bytes(orjson.dumps(codes))
+    command = [sys.executable, "-m", "benchmarks.quality", "--datasets", str(folder), "--models", "tiger", "beyond_log",
+               "--preset", "beauty-tiny", "--epochs", "1", "--out", str(tmp_path / "store"), "--state", str(tmp_path / "state"),
+               "--results", str(tmp_path / "results")]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    result = orjson.loads((tmp_path / "results" / "quality-Mine.json").read_bytes())
+    assert result["preset"] == "beauty-tiny" and result["history_attention"] == "causal" and result["batch_size"] == 1024
+    assert result["epochs"] == 1  # the flag, over the preset's 2
+    run = result["runs"]["tiger"]
+    assert run["epochs_run"] == 1 and run["converged"] is False and 0 < run["validation_share"] < 1
+    assert result["skipped"] == {"beyond_log": "causal history attention takes no per-example side inputs"}

@@ -7,10 +7,12 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from models.tiger import EOS, PAD, SemanticIdTokenizer, TigerConfig, TigerRanker, collate
+from models.batches import length_batches
+from models.tiger import EOS, PAD, SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker, collate
 from models.trie import CodeTrie
 
 LEVELS = [8, 8, 8]
@@ -214,3 +216,87 @@ def test_add_items_makes_late_items_rankable_and_keeps_old_ones(tokenizer: Seman
     assert torch.isfinite(ranker.score(["u"], [[1, 2]], [list(late)])[0]).all()
     items, _ = ranker.recommend(["u"], [[1, 2]], k=NUM_ITEMS + 2, beam_size=NUM_ITEMS + 2)
     assert set(late) <= set(items[0].tolist())
+
+
+CAUSAL = SMALL.model_copy(update={"history_attention": "causal", "max_history": 3})
+
+
+def prefix_examples(sequences: dict[str, list[int]], max_history: int) -> tuple[list[str], list[list[int]], list[int]]:
+    """Every prefix of each sequence with its next item, as ``leave_one_out`` lays out training examples."""
+    users, histories, targets = [], [], []
+    for user, sequence in sequences.items():
+        for at in range(1, len(sequence)):
+            users.append(user)
+            histories.append(sequence[max(0, at - max_history) : at])
+            targets.append(sequence[at])
+    return users, histories, targets
+
+
+def test_the_own_training_pass_equals_the_stock_t5_forward(ranker: TigerRanker) -> None:
+    users, histories = requests(6, seed=12)
+    targets = list(range(6))
+    batch = ranker.batch(users, histories, targets)
+    ranker.eval()
+    with torch.no_grad():
+        stock = ranker.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+        assert ranker.loss(batch).item() == pytest.approx(stock.item(), abs=1e-5)
+    ranker.train()
+
+
+def test_one_pass_trains_every_target_as_its_own_prefix_example_would(tokenizer: SemanticIdTokenizer) -> None:
+    ranker = TigerRanker(tokenizer, CAUSAL, device="cpu")
+    sequences = {"long": [1, 2, 3, 4, 5, 6, 7, 8], "short": [9, 10, 11], "pair": [12, 13]}
+    examples = ranker.training_examples(*prefix_examples(sequences, CAUSAL.max_history))
+    # windows of max_history + 1 = 4 items from the newest, sharing one item: 8 items -> 3 + 3 + 1 targets
+    assert sorted(examples.target_counts.tolist()) == [1, 1, 2, 3, 3]
+    assert int(examples.target_counts.sum()) == sum(len(sequence) - 1 for sequence in sequences.values())
+    ranker.eval()
+    with torch.no_grad():
+        one_pass = ranker.loss(examples.select(np.arange(len(examples)))).item()
+        # the same targets, each encoded on its own: the history its window gives it, causal, without eos
+        each = []
+        for user, sequence in sequences.items():
+            end = len(sequence)
+            while end > 1:
+                start = max(0, end - CAUSAL.max_history - 1)
+                each += [ranker.loss(ranker.batch([user], [sequence[start:at]], [sequence[at]])).item() for at in range(start + 1, end)]
+                end = start + 1
+    assert one_pass == pytest.approx(sum(each) / len(each), abs=1e-5)
+    # a row selection trims to the selected windows' own targets
+    short = int(np.argmin(examples.target_counts))
+    assert examples.select(np.array([short])).labels.shape == (1, 1, len(LEVELS))
+
+
+def test_causal_history_attention_reads_no_later_item_and_takes_no_per_example_side_inputs(tokenizer: SemanticIdTokenizer) -> None:
+    ranker = TigerRanker(tokenizer, CAUSAL.model_copy(update={"max_history": 20}), device="cpu")
+    batch = ranker.batch(["u"], [[1, 2, 3]])
+    assert EOS not in batch.input_ids[0].tolist() and batch.slots is not None
+    assert batch.slots[0].tolist() == [-1] + [0] * 3 + [1] * 3 + [2] * 3
+    # the encoding of the first items does not change with what follows them: a one-pass target sees only its past
+    ranker.eval()
+    longer = ranker._encode(ranker.batch(["u"], [[1, 2, 3]]))
+    shorter = ranker._encode(ranker.batch(["u"], [[1, 2]]))
+    assert torch.allclose(longer.keys[0][..., :7, :], shorter.keys[0], atol=1e-5)
+    with pytest.raises(ValueError, match="side inputs"):
+        TigerConfig(history_attention="causal", side=SideInputs(reasoning="structured"))
+
+
+def test_one_pass_training_learns_a_planted_pattern(tokenizer: SemanticIdTokenizer) -> None:
+    torch.manual_seed(0)
+    ranker = TigerRanker(tokenizer, CAUSAL.model_copy(update={"max_history": 6}), device="cpu")
+    rng = random.Random(8)
+    sequences = {f"cycle-{n}": [(start + step) % NUM_ITEMS for step in range(rng.randint(3, 9))] for n, start in enumerate(rng.choices(range(NUM_ITEMS), k=300))}
+    examples = ranker.training_examples(*prefix_examples(sequences, 6))
+    optimizer = torch.optim.AdamW(ranker.parameters(), lr=3e-3)
+    batches_rng = np.random.default_rng(0)
+    ranker.train()
+    for _ in range(25):
+        for rows in length_batches(examples.lengths, examples.target_counts, 64, batches_rng):
+            loss = ranker.loss(examples.select(rows))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    test_users, test_histories, test_targets = cycle_examples(200, seed=6)
+    items, _ = ranker.recommend(test_users, test_histories, k=10, beam_size=20)
+    recall = sum(target in row for target, row in zip(test_targets, items.tolist())) / len(test_targets)
+    assert recall > 0.9, f"Recall@10 {recall:.2f} (chance {10 / NUM_ITEMS:.2f})"
