@@ -2,11 +2,13 @@
 
 ``curves``: validation NDCG@10 against wall time, one line per row, a dot at its best epoch (the kept weights).
 ``rows``: each row's test NDCG@10 with its 95 % bootstrap interval over the test users; published figures as
-hollow marks, without an interval.
+hollow marks, without an interval. ``python -m benchmarks.plots`` draws one row of several results files together.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,26 @@ def _rows(result: dict[str, Any], path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def compare(results: dict[str, Path], row: str, stem: Path) -> list[Path]:
+    """One row of several results files (e.g. one setting each) in one pair of pictures, each labelled by its name."""
+    loaded = {label: json.loads(path.read_text()) for label, path in results.items()}
+    rows = [{**next(r for r in result["rows"] if r["name"] == row), "name": label} for label, result in loaded.items()]
+    runs = {label: result["runs"][row] for label, result in loaded.items()}
+    dataset = next(iter(loaded.values()))["dataset"]
+    return write_quality_plots({"dataset": f"{dataset}, {row}", "rows": rows, "runs": runs}, stem)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Pictures comparing one row across bench-quality results files.")
+    parser.add_argument("results", nargs="+", help="LABEL=FILE, one per results file")
+    parser.add_argument("--row", default="tiger")
+    parser.add_argument("--stem", type=Path, required=True, help="writes <stem>-curves.png and <stem>-rows.png")
+    args = parser.parse_args()
+    results = dict(value.split("=", 1) for value in args.results)
+    print(*compare({label: Path(path) for label, path in results.items()}, args.row, args.stem), sep="\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ from workers.prompts import PROMPTS
 
 log = logging.getLogger(__name__)
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-# The PyPI torchvision/torchaudio/torchcodec that vllm pulls in break imports beside the CPU torch (BRIEF.md).
+# The PyPI torchvision/torchaudio/torchcodec that vllm pulls in break imports beside the CPU torch.
 BREAKS_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
 MAX_MODEL_LEN = 8192
 CPU_KV_CACHE_GIB = 1  # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache
