@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test browser vllm-env bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty device-bundle clean
+.PHONY: setup demo up down test browser vllm-env bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation device-bundle clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,18 @@ bench-demo: setup
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality
+
+# The ablation at convergence: every row on Scientific at seeds 42, 7 and 1 (one results file per seed, kept, so the
+# seeds can run in separate sessions), then their means, spreads and each seed's paired interval.
+ABLATION_SEEDS ?= 42 7 1
+ABLATION_PRESET ?= ablation-cpu
+bench-ablation: setup
+	for seed in $(ABLATION_SEEDS); do \
+		test -f benchmarks/results/quality-scientific-seed$$seed.json || \
+		$(BIN)/python -m benchmarks.quality --datasets amazon-scientific --preset $(ABLATION_PRESET) --seed $$seed || exit 1; \
+	done
+	$(BIN)/python -m benchmarks.combine_seeds $(foreach seed,$(ABLATION_SEEDS),benchmarks/results/quality-scientific-seed$(seed).json) \
+		--out benchmarks/results/quality-scientific.json
 
 # TIGER on Beauty on this machine's CPU in one command (within 150 minutes on 2 cores): the preset of benchmarks/sizes.py
 bench-beauty: setup

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
-SAME = ("dataset", "size", "epochs", "eval_every", "interest_epochs", "encoder")  # what seeds may not change
+# what seeds may not change
+SAME = ("dataset", "size", "epochs", "eval_every", "patience", "max_eval_users", "batch_size", "history_attention", "learning_rate", "interest_epochs", "encoder")
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "per_seed": [{"seed": seed, "relative": g["relative"], "ci95": g["ci95"]} for seed, g in zip(seeds, found, strict=True)],
             }
         )
-    kept = {key: first[key] for key in (*SAME, "learning_rate", "train_minutes", "interest_minutes", "gpu", "machine")}
+    kept = {key: first.get(key) for key in (*SAME, "preset", "train_minutes", "interest_minutes", "gpu", "machine")}
     return {**kept, "seeds": seeds, "rows": rows, "gains": gains, "runs": {str(seed): result["runs"] for seed, result in zip(seeds, results, strict=True)}}
 
 

@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default, help="optimiser steps of linear warm-up")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.model_fields["eval_every"].default, help="epochs between validation passes")
     parser.add_argument("--patience", type=int, default=TrainConfig.model_fields["patience"].default, help="validation passes without a gain before a ranker stops")
-    parser.add_argument("--max-eval-users", type=int, default=2000, help="validation users per pass (the test pass uses all)")
+    parser.add_argument("--max-eval-users", type=int, default=TrainConfig.model_fields["max_eval_users"].default, help="validation users per pass (the test pass uses all)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default, help="training targets per batch")
     parser.add_argument(
         "--history-attention",

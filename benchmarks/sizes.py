@@ -44,6 +44,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_eval_users": 5000,
         "patience": 8,
     },
+    # the ablation on Scientific on a 2-core CPU, two rows at a time on a thread each: one example per prefix (the rows
+    # with reasoning steps or beyond-log items need it), the library's validation cadence and patience
+    "ablation-cpu": {
+        "size": "compact",
+        "history_attention": "bidirectional",
+        "epochs": 200,
+        "eval_every": 2,
+        "patience": 3,
+        "max_eval_users": 3000,
+        "jobs": 2,
+    },
     # the GPU preset's path at a size a CPU runs in a minute or two: how the prepared device command is tested
     "beauty-tiny": {
         "size": "compact",
