@@ -13,7 +13,7 @@ import pytest
 import torch
 from pytest import approx
 
-from models.datasets import load_dataset
+from models.datasets import Examples, load_dataset
 from models.diffusion import InterestDiffusion
 from models.errors import ConfigError, DatasetError
 from models.distillation import item_knowledge
@@ -22,8 +22,8 @@ from models.metrics import metric_values
 from models.patterns import REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.tiger import TigerRanker
-from models.train import TEST_RANKS_FILE, TrainConfig, config_from, train
+from models.tiger import SemanticIdTokenizer, TigerRanker
+from models.train import TEST_RANKS_FILE, TrainConfig, config_from, evaluate, train
 from reaseq.synthetic import generate
 from tests.support import TINY_TRAINING
 from workers.user_reasoner import STRUCTURES, WINDOWS
@@ -150,3 +150,23 @@ def test_a_bad_config_or_dataset_is_one_clear_line_not_a_traceback(tmp_path: Pat
     assert "interests: Input should be a valid dictionary" in out and "epochs: Input should be a valid integer" in out
     with pytest.raises(DatasetError, match="no such dataset folder"):
         load_dataset(tmp_path / "missing")
+
+
+def test_evaluation_sorts_by_history_length_yet_returns_each_examples_rank_in_order() -> None:
+    from tests.test_tiger import LEVELS, SMALL, random_codes
+
+    tokenizer = SemanticIdTokenizer(random_codes(40, LEVELS, seed=1), LEVELS, num_user_buckets=10)
+    ranker = TigerRanker(tokenizer, SMALL, device="cpu")
+    rng = np.random.default_rng(4)
+    histories = [rng.integers(0, 40, rng.integers(1, 12)).tolist() for _ in range(30)]
+    users = [f"u{n}" for n in range(30)]
+    ranked, _ = ranker.recommend(users, histories, k=10, beam_size=10)
+    targets = [int(ranked[n, n % 10]) for n in range(30)]  # example n's target is its own n % 10-th item
+    examples = Examples(users, histories, targets)
+    config = TrainConfig(dataset=Path("unused"), eval_batch_size=7, beam_size=10)
+    one_by_one = [n % 10 for n in range(30)]
+    assert evaluate(ranker, examples, config).ranks().tolist() == one_by_one
+    # a limit takes a fixed random sample, the same at every call, rather than the first examples
+    sample = evaluate(ranker, examples, config, limit=10).ranks()
+    assert sample.tolist() == evaluate(ranker, examples, config, limit=10).ranks().tolist() and len(sample) == 10
+    assert sample.tolist() != one_by_one[:10]
