@@ -10,6 +10,7 @@ from models.tiger import TigerConfig
 RANKER_SIZES = {
     "paper": TigerConfig(),  # TIGER's 4+4 layers, width 128, MLP 1024
     "compact": TigerConfig(d_model=64, d_kv=32, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2),
+    "medium": TigerConfig(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_encoder_layers=2, num_decoder_layers=2),
 }
 
 # bench-quality defaults a preset replaces; flags given on the command line still win. Chosen on validation curves
