@@ -249,8 +249,7 @@ def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
     reasons = {model: "the dataset has no item text" for model in models if model in NEEDS_TEXT and not has_text}
     if config.ranker.history_attention == "causal":
         for model in models:
-            side = VARIANTS[model][1] if model in VARIANTS else None
-            if side is not None and (side.reasoning != "none" or side.beyond_log):
+            if model in VARIANTS and VARIANTS[model][1].per_example:
                 reasons.setdefault(model, "causal history attention takes no per-example side inputs")
     return reasons
 

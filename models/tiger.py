@@ -138,7 +138,12 @@ class SideInputs(BaseModel):
 
     @property
     def any(self) -> bool:
-        return self.knowledge or self.reasoning != "none" or self.beyond_log
+        return self.knowledge or self.per_example
+
+    @property
+    def per_example(self) -> bool:
+        """Whether some input differs between the prefixes of one sequence (steps, beyond-log items)."""
+        return self.reasoning != "none" or self.beyond_log
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,7 @@ class TigerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _causal_reads_only_the_history(self) -> TigerConfig:
-        if self.history_attention == "causal" and (self.side.reasoning != "none" or self.side.beyond_log):
+        if self.history_attention == "causal" and self.side.per_example:
             raise ValueError("causal history attention takes no per-example side inputs (reasoning steps, beyond-log items)")
         return self
 
