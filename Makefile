@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test browser vllm-env bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation device-bundle clean
+.PHONY: setup demo up down test check browser vllm-env bench-baselines bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation device-bundle clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,16 @@ up: setup
 down: setup
 	$(BIN)/reaseq down
 
-test: setup browser vllm-env
+test: setup browser vllm-env check
 	$(BIN)/python -m pytest -q
+
+# The structure and style contract: imports only down the layers and no cycles (pyproject's importlinter section),
+# lint and format at the configured line length, and types.
+check: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # vLLM's own environment for the LLM tests (several GB, minutes: once), so no test waits on a package index. The stamp
 # is the file infra/vllm.py writes into it; make touches it too, so an edit that leaves the pins alone costs one check.
@@ -65,6 +73,9 @@ bench-load: setup
 
 bench-demo: setup
 	$(BIN)/python -m benchmarks.demo
+
+bench-baselines: setup
+	$(BIN)/python -m benchmarks.baselines
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality

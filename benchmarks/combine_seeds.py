@@ -17,7 +17,19 @@ from typing import Any
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 # what seeds may not change
-SAME = ("dataset", "size", "epochs", "eval_every", "patience", "max_eval_users", "batch_size", "history_attention", "learning_rate", "interest_epochs", "encoder")
+SAME = (
+    "dataset",
+    "size",
+    "epochs",
+    "eval_every",
+    "patience",
+    "max_eval_users",
+    "batch_size",
+    "history_attention",
+    "learning_rate",
+    "interest_epochs",
+    "encoder",
+)
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -33,7 +45,10 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     trained = {row["name"] for row in first["rows"] if row["name"] in first["runs"]}
     rows = []
     for name in [row["name"] for row in first["rows"]]:
-        per_seed = {seed: next(row for row in result["rows"] if row["name"] == name) for seed, result in zip(seeds, results, strict=True)}
+        per_seed = {
+            seed: next(row for row in result["rows"] if row["name"] == name)
+            for seed, result in zip(seeds, results, strict=True)
+        }
         if name not in trained:  # a published figure: the same in every file
             rows.append(per_seed[seeds[0]])
             continue
@@ -55,11 +70,20 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "baseline": pair[1],
                 "metric": gain["metric"],
                 "relative": statistics.fmean(g["relative"] for g in found),
-                "per_seed": [{"seed": seed, "relative": g["relative"], "ci95": g["ci95"]} for seed, g in zip(seeds, found, strict=True)],
+                "per_seed": [
+                    {"seed": seed, "relative": g["relative"], "ci95": g["ci95"]}
+                    for seed, g in zip(seeds, found, strict=True)
+                ],
             }
         )
     kept = {key: first.get(key) for key in (*SAME, "preset", "train_minutes", "interest_minutes", "gpu", "machine")}
-    return {**kept, "seeds": seeds, "rows": rows, "gains": gains, "runs": {str(seed): result["runs"] for seed, result in zip(seeds, results, strict=True)}}
+    return {
+        **kept,
+        "seeds": seeds,
+        "rows": rows,
+        "gains": gains,
+        "runs": {str(seed): result["runs"] for seed, result in zip(seeds, results, strict=True)},
+    }
 
 
 def main() -> None:

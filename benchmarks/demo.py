@@ -1,6 +1,6 @@
 """`make bench-demo`: `reaseq demo` run several times in a row, as a new user runs it; each run's parts timed.
 
-Each run is a fresh `python -m reaseq.cli demo` (the defaults of `make demo`) in its own state folder. Its exit
+Each run is a fresh `python -m infra.cli demo` (the defaults of `make demo`) in its own state folder. Its exit
 code, wall time and the seconds it printed for each part are recorded; a run that fails keeps the tail of its output.
 Results: ``benchmarks/results/demo.json``.
 """
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def run_once(timeout_s: float) -> dict[str, Any]:
         started = time.monotonic()
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "reaseq.cli", "demo"], env=env, capture_output=True, text=True, timeout=timeout_s
+                [sys.executable, "-m", "infra.cli", "demo"], env=env, capture_output=True, text=True, timeout=timeout_s
             )
             code, out = done.returncode, done.stdout + done.stderr
         except subprocess.TimeoutExpired as error:
@@ -68,10 +68,12 @@ def main() -> None:
         table.add_column(column, justify="right")
     for number, run in enumerate(runs, 1):
         parts = [f"{s:.1f}" if s is not None else "-" for s in run["parts_s"].values()]
-        table.add_row(str(number), "yes" if run["finished"] else f"no ({run['exit_code']})", f"{run['wall_s']:.0f}", *parts)
+        table.add_row(
+            str(number), "yes" if run["finished"] else f"no ({run['exit_code']})", f"{run['wall_s']:.0f}", *parts
+        )
     console.print(table)
     args.results.mkdir(parents=True, exist_ok=True)
-    body = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": runs}
+    body = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "runs": runs}
     (args.results / "demo.json").write_text(json.dumps(body, indent=2) + "\n")
     if not all(run["finished"] for run in runs):
         sys.exit(1)

@@ -21,10 +21,26 @@ from benchmarks.common import DATA
 BUNDLE = Path(".device")
 # imported by the training code, missing from the GPU image or there at an incompatible version
 PACKAGES = (
-    "pydantic", "pydantic-core", "pydantic-settings", "annotated-types", "typing-inspection", "python-dotenv", "orjson",
-    "confluent-kafka", "rocksdict", "transformers", "tokenizers", "huggingface-hub",
+    "pydantic",
+    "pydantic-core",
+    "pydantic-settings",
+    "annotated-types",
+    "typing-inspection",
+    "python-dotenv",
+    "orjson",
+    "confluent-kafka",
+    "rocksdict",
+    "transformers",
+    "tokenizers",
+    "huggingface-hub",
 )
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 
 
 def device_command(preset: str, datasets: list[str]) -> str:
@@ -48,8 +64,23 @@ def main() -> None:
     pins = [f"{name}=={version(name)}" for name in PACKAGES]
     platforms = [argument for platform in PLATFORMS for argument in ("--platform", platform)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-         "--implementation", "cp", *platforms, "--dest", str(wheels), *pins],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platforms,
+            "--dest",
+            str(wheels),
+            *pins,
+        ],
         check=True,
     )
     size = sum(path.stat().st_size for path in BUNDLE.rglob("*") if path.is_file()) / 2**20

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
@@ -33,18 +33,18 @@ from rich.console import Console
 
 from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
-from infra.provision import provision
 from infra.processes import spawn_async_worker, spawn_worker, stop_process
+from infra.synthetic import generate
 from infra.vllm import VLLMServer, build_tiny_model, ensure_env
+from kafka_adapter.provision import provision
+from kafka_adapter.publish import producer
 from reaseq.contracts import CatalogItem
-from reaseq.publish import producer
 from reaseq.settings import Settings
-from reaseq.synthetic import generate
 from reaseq.topics import ITEMS, KNOWLEDGE, topic_name
 from reaseq.wire import encode
-from workers.agents import ChainOfAgents, LLMReasoner
-from workers.llm import ChatBackend
-from workers.prompts import PromptSet
+from reasoning.agents import ChainOfAgents, LLMReasoner
+from reasoning.llm import ChatBackend
+from reasoning.prompts import PromptSet
 
 RESULTS = Path(__file__).parent / "results" / "enrich.json"
 TARGET_PIPELINE_OVER_DIRECT = 0.9
@@ -56,7 +56,9 @@ class KnowledgeWatcher:
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         topic = topic_name(settings, KNOWLEDGE)
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-enrich", "enable.auto.commit": False, "log_level": 0})
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "bench-enrich", "enable.auto.commit": False, "log_level": 0}
+        )
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = [self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions]
         self.consumer.assign([TopicPartition(topic, p, end) for p, end in zip(partitions, ends)])
@@ -73,17 +75,26 @@ class KnowledgeWatcher:
         deadline = time.perf_counter() + timeout_s
         while not item_ids <= self.seen.keys():
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"{len(item_ids - self.seen.keys())} items got no knowledge within {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"{len(item_ids - self.seen.keys())} items got no knowledge within {timeout_s:.0f} s"
+                )
             self.poll(0.1)
 
 
 def fresh_items(count: int, seed: int) -> list[CatalogItem]:
     base = generate(max(count, 20), 1, 1, seed=seed).items[:count]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [item.model_copy(update={"item_id": f"bench-{uuid.uuid4().hex[:10]}", "event_time": now}) for item in base]
 
 
-def freshness(settings: Settings, bootstrap: str, watcher: KnowledgeWatcher, items: list[CatalogItem], rate: float, timeout_s: float) -> list[float]:
+def freshness(
+    settings: Settings,
+    bootstrap: str,
+    watcher: KnowledgeWatcher,
+    items: list[CatalogItem],
+    rate: float,
+    timeout_s: float,
+) -> list[float]:
     out = producer(bootstrap)
     sent: dict[str, float] = {}
     for item in items:
@@ -95,7 +106,9 @@ def freshness(settings: Settings, bootstrap: str, watcher: KnowledgeWatcher, ite
     return sorted(watcher.seen[item_id] - started for item_id, started in sent.items())
 
 
-def pipeline_rate(settings: Settings, bootstrap: str, watcher: KnowledgeWatcher, items: list[CatalogItem], timeout_s: float) -> float:
+def pipeline_rate(
+    settings: Settings, bootstrap: str, watcher: KnowledgeWatcher, items: list[CatalogItem], timeout_s: float
+) -> float:
     out = producer(bootstrap)
     started = time.perf_counter()
     for item in items:
@@ -109,7 +122,11 @@ def pipeline_rate(settings: Settings, bootstrap: str, watcher: KnowledgeWatcher,
 def direct_rate(server: VLLMServer, settings: Settings, items: list[CatalogItem]) -> tuple[float, int]:
     async def run() -> tuple[float, int]:
         backend = ChatBackend(server.base_url, server.name, settings.llm_timeout_s, settings.llm_max_tokens)
-        reasoner = LLMReasoner(ChainOfAgents(backend, PromptSet(settings.prompt_version), settings.llm_retries), server.name, settings.llm_concurrency)
+        reasoner = LLMReasoner(
+            ChainOfAgents(backend, PromptSet(settings.prompt_version), settings.llm_retries),
+            server.name,
+            settings.llm_concurrency,
+        )
         started = time.perf_counter()
         outcomes = await reasoner.reason(items)
         elapsed = time.perf_counter() - started
@@ -140,25 +157,36 @@ def main(argv: list[str] | None = None) -> None:
         with console.status("starting broker and stream worker"):
             broker.start()
             settings = Settings(
-                kafka_bootstrap=broker.bootstrap, state_dir=root / "state", topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
-                llm_concurrency=args.concurrency, llm_max_tokens=2048,
+                kafka_bootstrap=broker.bootstrap,
+                state_dir=root / "state",
+                topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
+                llm_concurrency=args.concurrency,
+                llm_max_tokens=2048,
             )
             provision(settings, broker.bootstrap, generation=1)
             processes.append(spawn_worker(settings, broker.bootstrap, 1, "bench"))
             watcher = KnowledgeWatcher(settings, broker.bootstrap)
 
-        embedded = spawn_async_worker(settings.model_copy(update={"app_id": "bench-embedded"}), broker.bootstrap, "enrich")
+        embedded = spawn_async_worker(
+            settings.model_copy(update={"app_id": "bench-embedded"}), broker.bootstrap, "enrich"
+        )
         processes.append(embedded)
         with console.status("embedded reasoner: freshness"):
             freshness(settings, broker.bootstrap, watcher, fresh_items(3, seed=1), rate=1.0, timeout_s=300)  # warm-up
-            fresh_embedded = freshness(settings, broker.bootstrap, watcher, fresh_items(args.fresh_items, seed=2), args.rate, 300)
-        console.print(f"embedded freshness p50 {percentile(fresh_embedded, 50):.3f} s, p95 {percentile(fresh_embedded, 95):.3f} s")
+            fresh_embedded = freshness(
+                settings, broker.bootstrap, watcher, fresh_items(args.fresh_items, seed=2), args.rate, 300
+            )
+        console.print(
+            f"embedded freshness p50 {percentile(fresh_embedded, 50):.3f} s, p95 {percentile(fresh_embedded, 95):.3f} s"
+        )
         stop_process(embedded.pid)
 
         with console.status("vLLM: building its environment (first run: minutes) and starting the server"):
             env = ensure_env(Settings(), gpu=False)  # the project's .state/vllm-env, kept between runs
             server = VLLMServer(env, build_tiny_model(root / "tiny-llm"), root / "vllm.log").start()
-        llm_settings = settings.model_copy(update={"llm_backend": "vllm", "llm_url": server.base_url, "app_id": "bench-vllm"})
+        llm_settings = settings.model_copy(
+            update={"llm_backend": "vllm", "llm_url": server.base_url, "app_id": "bench-vllm"}
+        )
         with console.status(f"direct: {args.items} items, concurrency {args.concurrency}"):
             direct_rate(server, llm_settings, fresh_items(4, seed=3))  # warm-up
             direct, direct_ok = direct_rate(server, llm_settings, fresh_items(args.items, seed=4))
@@ -166,14 +194,18 @@ def main(argv: list[str] | None = None) -> None:
         processes.append(spawn_async_worker(llm_settings, broker.bootstrap, "enrich"))
         with console.status(f"pipeline: {args.items} items through the stream"):
             freshness(settings, broker.bootstrap, watcher, fresh_items(2, seed=5), rate=1.0, timeout_s=600)  # warm-up
-            pipeline = pipeline_rate(settings, broker.bootstrap, watcher, fresh_items(args.items, seed=6), timeout_s=1200)
+            pipeline = pipeline_rate(
+                settings, broker.bootstrap, watcher, fresh_items(args.items, seed=6), timeout_s=1200
+            )
         # direct again after the pipeline: the server's caches are warmer by now, so the better of the two runs
         # is the baseline (the conservative ratio)
         with console.status("direct again"):
             direct_after, _ = direct_rate(server, llm_settings, fresh_items(args.items, seed=8))
         console.print(f"pipeline: {pipeline:.2f} items/s; direct before {direct:.2f}, after {direct_after:.2f}")
         with console.status("vLLM: freshness"):
-            fresh_vllm = freshness(settings, broker.bootstrap, watcher, fresh_items(args.fresh_items, seed=7), args.rate / 4, 900)
+            fresh_vllm = freshness(
+                settings, broker.bootstrap, watcher, fresh_items(args.fresh_items, seed=7), args.rate / 4, 900
+            )
         console.print(f"vLLM freshness p50 {percentile(fresh_vllm, 50):.3f} s, p95 {percentile(fresh_vllm, 95):.3f} s")
     finally:
         if server is not None:

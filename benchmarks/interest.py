@@ -25,14 +25,14 @@ from rich.table import Table
 
 from benchmarks.common import DATA, machine
 from benchmarks.sizes import RANKER_SIZES
-from models.artifact import ModelArtifact
-from models.datasets import SequenceData, load_dataset
 from models.diffusion import InterestDiffusion
-from models.interest_training import InterestTrainConfig, future_split, infer_all
-from models.store import INTERESTS_DIR
-from models.metrics import novelty, semantic_consistency, set_metrics
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.train import TrainConfig, train
+from training.artifact import ModelArtifact
+from training.datasets import SequenceData, load_dataset
+from training.interest_training import InterestTrainConfig, future_split, infer_all
+from training.metrics import novelty, semantic_consistency, set_metrics
+from training.registry import INTERESTS_DIR
+from training.train import TrainConfig, train
 
 console = Console()
 
@@ -44,11 +44,17 @@ def popularity_lists(data: SequenceData, histories: list[list[int]], n: int) -> 
     return [[item for item in ranked if item not in seen][:n] for seen in map(set, histories)]
 
 
-def ranker_lists(artifact: ModelArtifact, users: list[str], histories: list[list[int]], n: int, batch: int = 256) -> list[list[int]]:
+def ranker_lists(
+    artifact: ModelArtifact, users: list[str], histories: list[list[int]], n: int, batch: int = 256
+) -> list[list[int]]:
     lists: list[list[int]] = []
     for start in range(0, len(users), batch):
         items, _ = artifact.ranker.recommend(
-            users[start : start + batch], histories[start : start + batch], k=n, beam_size=max(20, n), exclude_history=True
+            users[start : start + batch],
+            histories[start : start + batch],
+            k=n,
+            beam_size=max(20, n),
+            exclude_history=True,
         )
         lists.extend(items.tolist())
     return lists
@@ -64,7 +70,9 @@ def throughput(model: InterestDiffusion, histories: list[list[int]], seconds: fl
             while time.perf_counter() - started < seconds:
                 model.infer(chunks[index % len(chunks)], steps)
                 done, index = done + batch, index + 1
-            cells.append({"steps": steps, "batch": batch, "users_per_s": round(done / (time.perf_counter() - started), 1)})
+            cells.append(
+                {"steps": steps, "batch": batch, "users_per_s": round(done / (time.perf_counter() - started), 1)}
+            )
             console.print(f"steps {steps:>2}, batch {batch:>2}: {cells[-1]['users_per_s']} users/s")
     return cells
 
@@ -109,9 +117,14 @@ def main() -> None:
         "ranker": ranker_lists(artifact, split.users, split.histories, 2 * n),
     }
     ranker_top = [items[:n] for items in lists["ranker"]]
-    union = [top + [item for item in inferred if item not in top] for top, inferred in zip(ranker_top, lists["interests"], strict=True)]
+    union = [
+        top + [item for item in inferred if item not in top]
+        for top, inferred in zip(ranker_top, lists["interests"], strict=True)
+    ]
     embeddings = torch.from_numpy(
-        TextEncoder(DEFAULT_MODEL, cache_dir=args.state / "embeddings").encode([data.item_text[i] for i in range(data.num_items)], progress=True)  # type: ignore[index]
+        TextEncoder(DEFAULT_MODEL, cache_dir=args.state / "embeddings").encode(
+            [data.item_text[i] for i in range(data.num_items)], progress=True
+        )  # type: ignore[index]
     )
     # the leaf (most specific) category: every Scientific item shares the top level, which would make novelty 0
     categories = {item: names[-1:] for item, names in data.item_categories.items()}
@@ -133,12 +146,18 @@ def main() -> None:
         row("ranker top-N + interests", union, 2 * n),
         row("ranker top-2N (same list size)", lists["ranker"], 2 * n),
     ]
-    beyond = sum(len(set(i) - set(t)) for i, t in zip(lists["interests"], ranker_top, strict=True)) / max(1, sum(map(len, lists["interests"])))
+    beyond = sum(len(set(i) - set(t)) for i, t in zip(lists["interests"], ranker_top, strict=True)) / max(
+        1, sum(map(len, lists["interests"]))
+    )
     table = Table(title=f"beyond-log interests on {data.name}, N = {n}, {len(split.users)} users")
     for column in ("list", "size", "hit rate", "recall", "ndcg", "consistency", "novelty"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["name"], str(r["list_size"]), *(f"{r[key]:.4f}" for key in ("hit_rate@N", "recall@N", "ndcg@N", "consistency", "novelty")))
+        table.add_row(
+            r["name"],
+            str(r["list_size"]),
+            *(f"{r[key]:.4f}" for key in ("hit_rate@N", "recall@N", "ndcg@N", "consistency", "novelty")),
+        )
     console.print(table)
     cells = throughput(model, split.histories, args.seconds)
     default_steps = model.config.sampling_steps
@@ -161,7 +180,9 @@ def main() -> None:
         "interests_not_in_ranker_top_n": round(beyond, 4),
         "throughput": cells,
         "sampling_steps_default": default_steps,
-        "users_per_s_batch32": next(c["users_per_s"] for c in cells if c["batch"] == 32 and c["steps"] == default_steps),
+        "users_per_s_batch32": next(
+            c["users_per_s"] for c in cells if c["batch"] == 32 and c["steps"] == default_steps
+        ),
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "interest.json").write_text(json.dumps(result, indent=2) + "\n")

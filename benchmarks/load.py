@@ -2,7 +2,7 @@
 exact account of every record.
 
 ``python -m benchmarks.load`` starts its own embedded broker and stream workers (a consumer group of two by default)
-and writes ``benchmarks/results/load.json``. The scenario is ``reaseq.fuzz.load_mix``, the one
+and writes ``benchmarks/results/load.json``. The scenario is ``tests.support.fuzz.load_mix``, the one
 ``tests/test_load.py`` runs: good interactions (1 % of them published twice), bad records of every fuzzed kind,
 and interactions for an item that is never published, beyond what the pending table keeps for it. The table shows
 what was published and what the stream made of it: applied to histories, dead-lettered by reason, held in the
@@ -29,10 +29,10 @@ from rich.table import Table
 
 from benchmarks.common import machine
 from infra.broker import EmbeddedBroker
-from infra.provision import provision
 from infra.processes import spawn_worker, stop_process
-from reaseq.fuzz import GENERATION, LOAD_LIMITS, load_mix, run_mix
+from kafka_adapter.provision import provision
 from reaseq.settings import Settings
+from tests.support.fuzz import GENERATION, LOAD_LIMITS, load_mix, run_mix
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
 

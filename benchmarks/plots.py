@@ -15,25 +15,36 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display here or in CI
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def write_quality_plots(result: dict[str, Any], stem: Path) -> list[Path]:
     """``<stem>-curves.png`` and ``<stem>-rows.png`` for one dataset's result; returns their paths."""
-    return [_curves(result, stem.with_name(f"{stem.name}-curves.png")), _rows(result, stem.with_name(f"{stem.name}-rows.png"))]
+    return [
+        _curves(result, stem.with_name(f"{stem.name}-curves.png")),
+        _rows(result, stem.with_name(f"{stem.name}-rows.png")),
+    ]
 
 
 def _curves(result: dict[str, Any], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
     for name, run in result["runs"].items():
-        points = [(entry["wall_s"] / 60, entry["valid"]["ndcg@10"]) for entry in run.get("history", []) if "valid" in entry]
+        points = [
+            (entry["wall_s"] / 60, entry["valid"]["ndcg@10"]) for entry in run.get("history", []) if "valid" in entry
+        ]
         if not points:
             continue
         minutes, ndcg = zip(*points, strict=True)
-        (line,) = axes.plot(minutes, ndcg, marker=".", label=f"{name} ({'converged' if run.get('converged') else 'budget'})")
+        (line,) = axes.plot(
+            minutes, ndcg, marker=".", label=f"{name} ({'converged' if run.get('converged') else 'budget'})"
+        )
         best = max(range(len(ndcg)), key=ndcg.__getitem__)
         axes.plot(minutes[best], ndcg[best], "o", color=line.get_color(), markersize=8)
-    axes.set(xlabel="wall time (minutes)", ylabel="validation NDCG@10", title=f"{result['dataset']}: validation while training")
+    axes.set(
+        xlabel="wall time (minutes)",
+        ylabel="validation NDCG@10",
+        title=f"{result['dataset']}: validation while training",
+    )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()

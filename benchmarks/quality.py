@@ -34,18 +34,29 @@ import torch
 from benchmarks.common import DATA
 from benchmarks.plots import write_quality_plots
 from benchmarks.sizes import PRESETS, RANKER_SIZES
-from models.datasets import leave_one_out, load_dataset
-from models.errors import DatasetError
-from models.interest_training import InterestTrainConfig
-from models.metrics import mean_interval, metric_values, relative_gain
-from models.sasrec import SASRecConfig, train_sasrec
 from models.text_encoder import DEFAULT_MODEL
-from models.train import NEEDS_TEXT, SCHEDULES, TEST_RANKS_FILE, VARIANTS, TrainConfig, train, with_variant
+from models.tiger import TigerConfig
+from training.datasets import leave_one_out, load_dataset
+from training.errors import DatasetError
+from training.interest_training import InterestTrainConfig
+from training.metrics import mean_interval, metric_values, relative_gain
+from training.sasrec import SASRecConfig, train_sasrec
+from training.train import NEEDS_TEXT, SCHEDULES, TEST_RANKS_FILE, VARIANTS, TrainConfig, train, with_variant
 
 PUBLISHED = {
     "amazon-beauty": {
-        "tiger (published, Rajput et al. 2023)": {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384},
-        "sasrec (published in the TIGER paper)": {"recall@5": 0.0387, "ndcg@5": 0.0249, "recall@10": 0.0605, "ndcg@10": 0.0318},
+        "tiger (published, Rajput et al. 2023)": {
+            "recall@5": 0.0454,
+            "ndcg@5": 0.0321,
+            "recall@10": 0.0648,
+            "ndcg@10": 0.0384,
+        },
+        "sasrec (published in the TIGER paper)": {
+            "recall@5": 0.0387,
+            "ndcg@5": 0.0249,
+            "recall@10": 0.0605,
+            "ndcg@10": 0.0318,
+        },
     }
 }
 RUNS = {"amazon-beauty": "published", "amazon-scientific": "rqvae"}
@@ -91,7 +102,9 @@ def run_model(model: str, config: TrainConfig, args: argparse.Namespace) -> dict
     return run_sasrec(config, args) if model == "sasrec" else run_variant(model, config, args)
 
 
-def run_all(tasks: list[tuple[str, str, TrainConfig]], args: argparse.Namespace) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+def run_all(
+    tasks: list[tuple[str, str, TrainConfig]], args: argparse.Namespace
+) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
     """Each (dataset, model) run as it finishes: one after another, or ``--jobs`` at a time in processes of their own,
     since one small ranker leaves most of a GPU idle. The runs are independent: the same split and seeds either way."""
     if args.jobs == 1:
@@ -100,7 +113,9 @@ def run_all(tasks: list[tuple[str, str, TrainConfig]], args: argparse.Namespace)
         return
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked process
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        args.jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
         futures = {pool.submit(run_model, model, config, args): (dataset, model) for dataset, model, config in tasks}
         for future in as_completed(futures):
             yield futures[future], future.result()
@@ -111,7 +126,11 @@ MODELS = [*VARIANTS, "sasrec"]
 
 def main() -> None:
     preset = argparse.ArgumentParser(add_help=False)
-    preset.add_argument("--preset", choices=list(PRESETS), help="settings chosen for a dataset and machine (benchmarks.sizes); flags given still win")
+    preset.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="settings chosen for a dataset and machine (benchmarks.sizes); flags given still win",
+    )
     parser = argparse.ArgumentParser(description=__doc__, parents=[preset])
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding the named dataset folders")
     parser.add_argument(
@@ -124,20 +143,63 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--size", choices=list(RANKER_SIZES), default="paper", help="ranker size; compact for CPU runs")
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--train-minutes", type=float, help="time budget of each ranker's training, beside --epochs (default: none)")
-    parser.add_argument("--learning-rate", type=float, default=TrainConfig.model_fields["learning_rate"].default, help="the ranker's peak learning rate")
-    parser.add_argument("--lr-schedule", choices=list(SCHEDULES), default=TrainConfig.model_fields["lr_schedule"].default, help="after the warm-up")
-    parser.add_argument("--warmup-steps", type=int, default=TrainConfig.model_fields["warmup_steps"].default, help="optimiser steps of linear warm-up")
-    parser.add_argument("--eval-every", type=int, default=TrainConfig.model_fields["eval_every"].default, help="epochs between validation passes")
-    parser.add_argument("--patience", type=int, default=TrainConfig.model_fields["patience"].default, help="validation passes without a gain before a ranker stops")
-    parser.add_argument("--max-eval-users", type=int, default=TrainConfig.model_fields["max_eval_users"].default, help="validation users per pass (the test pass uses all)")
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default, help="training targets per batch")
+    parser.add_argument(
+        "--train-minutes", type=float, help="time budget of each ranker's training, beside --epochs (default: none)"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=TrainConfig.model_fields["learning_rate"].default,
+        help="the ranker's peak learning rate",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=list(SCHEDULES),
+        default=TrainConfig.model_fields["lr_schedule"].default,
+        help="after the warm-up",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=TrainConfig.model_fields["warmup_steps"].default,
+        help="optimiser steps of linear warm-up",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=TrainConfig.model_fields["eval_every"].default,
+        help="epochs between validation passes",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=TrainConfig.model_fields["patience"].default,
+        help="validation passes without a gain before a ranker stops",
+    )
+    parser.add_argument(
+        "--max-eval-users",
+        type=int,
+        default=TrainConfig.model_fields["max_eval_users"].default,
+        help="validation users per pass (the test pass uses all)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.model_fields["batch_size"].default,
+        help="training targets per batch",
+    )
     parser.add_argument(
         "--history-attention",
         choices=["bidirectional", "causal"],
         default="bidirectional",
         help="causal: each history item reads the items before it, and every target of a sequence trains in one pass "
         "(only for rows without per-example side inputs: tiger, knowledge)",
+    )
+    parser.add_argument(
+        "--user-buckets",
+        type=int,
+        default=TigerConfig.model_fields["user_buckets"].default,
+        help="user tokens the ranker hashes users into (TIGER's 2,000); 1: one token for every user",
     )
     parser.add_argument(
         "--interest-minutes",
@@ -154,8 +216,14 @@ def main() -> None:
         "rows, like the others, do not depend on the machine's speed",
     )
     parser.add_argument("--sasrec-epochs", type=int, default=200)
-    parser.add_argument("--seed", type=int, help="another seed for training (the RQ-VAE IDs, example order, mined users, interest models) and the ranker's weights; the split stays (default: the configs')")
-    parser.add_argument("--encoder", default=DEFAULT_MODEL, help="sentence-transformers model name or folder for item and step texts")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="another seed for training (the RQ-VAE IDs, example order, mined users, interest models) and the ranker's weights; the split stays (default: the configs')",
+    )
+    parser.add_argument(
+        "--encoder", default=DEFAULT_MODEL, help="sentence-transformers model name or folder for item and step texts"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (useful on a GPU)")
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
@@ -178,7 +246,9 @@ def main() -> None:
 
     def write_when_done(name: str) -> None:  # so a later dataset's failure cannot lose a finished one's table
         if len(runs[name]) == len(planned[name]):
-            write_result(name, configs[name], {model: runs[name][model] for model in planned[name]}, skipped[name], args)
+            write_result(
+                name, configs[name], {model: runs[name][model] for model in planned[name]}, skipped[name], args
+            )
 
     for name in configs:
         if not planned[name]:
@@ -210,13 +280,19 @@ def semantic_id_source(folder: Path) -> str:
     if has_item_text(folder):
         return "rqvae"
     if next(folder.glob("*.rqvae-index.json"), None) is None:
-        raise DatasetError(f"{folder}: its items have no text (no *.item.json) and it has no *.rqvae-index.json: no semantic IDs")
+        raise DatasetError(
+            f"{folder}: its items have no text (no *.item.json) and it has no *.rqvae-index.json: no semantic IDs"
+        )
     return "published"
 
 
 def dataset_config(folder: Path, args: argparse.Namespace) -> TrainConfig:
     ranker = RANKER_SIZES[args.size].model_copy(
-        update={"history_attention": args.history_attention, **({} if args.seed is None else {"seed": args.seed})}
+        update={
+            "history_attention": args.history_attention,
+            "user_buckets": args.user_buckets,
+            **({} if args.seed is None else {"seed": args.seed}),
+        }
     )
     return TrainConfig(
         dataset=folder,
@@ -265,14 +341,22 @@ def per_user_ndcg(runs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
 
 def gains(ndcg: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """NDCG@10 of each compared row relative to its baseline on the same test users, with a paired-bootstrap 95%
-    interval (``models.metrics.relative_gain``)."""
+    interval (``training.metrics.relative_gain``)."""
     pairs = [(row, base) for row, base in COMPARED if row in ndcg and base in ndcg]
-    return [{"row": row, "baseline": base, "metric": "ndcg@10", **relative_gain(ndcg[row], ndcg[base])} for row, base in pairs]
+    return [
+        {"row": row, "baseline": base, "metric": "ndcg@10", **relative_gain(ndcg[row], ndcg[base])}
+        for row, base in pairs
+    ]
 
 
-def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace) -> None:
+def write_result(
+    name: str, config: TrainConfig, runs: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace
+) -> None:
     ndcg = per_user_ndcg(runs)
-    rows = [{**run.pop("row"), **({"ndcg@10_ci95": mean_interval(ndcg[model])} if model in ndcg else {})} for model, run in runs.items()]
+    rows = [
+        {**run.pop("row"), **({"ndcg@10_ci95": mean_interval(ndcg[model])} if model in ndcg else {})}
+        for model, run in runs.items()
+    ]
     rows += [{"name": label, **figures} for label, figures in PUBLISHED.get(name, {}).items()]
     result = {
         "dataset": name,
@@ -290,6 +374,7 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "max_eval_users": args.max_eval_users,
         "batch_size": args.batch_size,
         "history_attention": args.history_attention,
+        "user_buckets": args.user_buckets,
         "interest_minutes": args.interest_minutes,
         "interest_epochs": args.interest_epochs,
         "jobs": args.jobs,  # with more than one, the runs shared the machine, so their times are not one run's alone
@@ -301,7 +386,9 @@ def write_result(name: str, config: TrainConfig, runs: dict[str, dict[str, Any]]
         "date": date.today().isoformat(),
         "machine": platform.platform(),
     }
-    suffix = ("" if not result["partial"] else "-" + "-".join(args.models)) + ("" if args.seed is None else f"-seed{args.seed}")
+    suffix = ("" if not result["partial"] else "-" + "-".join(args.models)) + (
+        "" if args.seed is None else f"-seed{args.seed}"
+    )
     stem = args.results / f"quality-{name.removeprefix('amazon-')}{suffix}"
     stem.with_name(f"{stem.name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

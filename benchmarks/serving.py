@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,21 +39,22 @@ from rich.table import Table
 from benchmarks.common import machine, percentile
 from benchmarks.sizes import RANKER_SIZES
 from infra.broker import EmbeddedBroker
-from infra.provision import provision
 from infra.processes import spawn_worker, stop_process
-from infra.triton import ModelRepository, TritonServer
-from models.datasets import load_from_topics
+from infra.synthetic import SyntheticWorld, generate
+from infra.triton import TritonServer
+from kafka_adapter.provision import provision
+from kafka_adapter.publish import producer
 from models.rqvae import RQVAEConfig
 from models.tiger import TigerConfig, TigerRanker
-from models.train import TrainConfig, train
 from reaseq.contracts import CatalogItem, RankRequest, RankResponse
-from reaseq.publish import producer
 from reaseq.settings import Settings
-from reaseq.synthetic import SyntheticWorld, generate
 from reaseq.topics import EVENTS, ITEMS, USER_FEATURES, topic_name
 from reaseq.wire import encode
 from serving.client import RankClient
 from serving.runtime import ServingRuntime
+from training.datasets import load_from_topics
+from training.registry import ModelRepository
+from training.train import TrainConfig, train
 
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 TARGET_P99_MS_C8 = 20.0
@@ -66,7 +67,11 @@ Call = Callable[[RankRequest], RankResponse]
 
 
 def run_cell(
-    calls: list[Call], requests: list[RankRequest], seconds: float, warmup_s: float, thread_init: Callable[[], None] | None
+    calls: list[Call],
+    requests: list[RankRequest],
+    seconds: float,
+    warmup_s: float,
+    thread_init: Callable[[], None] | None,
 ) -> dict[str, float]:
     """One thread per call function, each sending one request at a time, round robin over ``requests``."""
     latencies: list[float] = []
@@ -130,7 +135,9 @@ def measure_grid(
         for concurrency in CONCURRENCY:
             cell = run_cell(make_calls(concurrency), requests, args.seconds, args.warmup, thread_init)
             grid[f"c{concurrency}_{mode}"] = cell
-            console.print(f"  {label} c={concurrency:<2} {mode:<13} p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  {cell['throughput_rps']:7.1f} req/s  errors {cell['errors']}")
+            console.print(
+                f"  {label} c={concurrency:<2} {mode:<13} p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  {cell['throughput_rps']:7.1f} req/s  errors {cell['errors']}"
+            )
     return grid
 
 
@@ -145,7 +152,7 @@ def freshness(settings: Settings, bootstrap: str, client: RankClient, user: str,
             title=f"Fresh arrival {index}: insulated waterproof shell",
             brand="Hearth",
             categories=["Outdoors"],
-            event_time=datetime.now(timezone.utc),
+            event_time=datetime.now(UTC),
         )
         started = time.perf_counter()
         out.produce(topic, key=item.item_id.encode(), value=encode(item))
@@ -172,7 +179,9 @@ def train_size(settings: Settings, bootstrap: str, config: TigerConfig, out: Pat
     return train(training, out, settings.state_dir, data=load_from_topics(settings, bootstrap))
 
 
-def measure_size(name: str, settings: Settings, bootstrap: str, world: SyntheticWorld, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def measure_size(
+    name: str, settings: Settings, bootstrap: str, world: SyntheticWorld, args: argparse.Namespace, root: Path
+) -> dict[str, Any]:
     console.rule(f"model size: {name}")
     started = time.monotonic()
     model_dir = train_size(settings, bootstrap, RANKER_SIZES[name], root / "store")
@@ -180,7 +189,9 @@ def measure_size(name: str, settings: Settings, bootstrap: str, world: Synthetic
     sets = request_sets(world, args.seed)
 
     # In-process: its own replica folder, closed before Triton starts so both never compete for the CPU.
-    runtime = ServingRuntime(model_dir, settings.model_copy(update={"state_dir": root / f"inprocess-{name}"}), bootstrap).start()
+    runtime = ServingRuntime(
+        model_dir, settings.model_copy(update={"state_dir": root / f"inprocess-{name}"}), bootstrap
+    ).start()
     try:
         # one torch thread per caller thread: its fastest in-process setting here (see ServingRuntime)
         single = partial(torch.set_num_threads, 1)
@@ -191,6 +202,7 @@ def measure_size(name: str, settings: Settings, bootstrap: str, world: Synthetic
     triton_settings = settings.model_copy(update={"state_dir": root / f"triton-{name}"})
     ModelRepository(triton_settings).publish(model_dir)
     with TritonServer(triton_settings, bootstrap) as server:
+
         def clients(concurrency: int) -> list[Call]:
             return [RankClient(server.endpoints.grpc_url, timeout_s=30).send for _ in range(concurrency)]
 
@@ -204,7 +216,11 @@ def measure_size(name: str, settings: Settings, bootstrap: str, world: Synthetic
         "parameters": sum(p.numel() for p in TigerRanker.load(model_dir / "ranker").parameters()),
         "inprocess": inprocess,
         "triton": triton,
-        "freshness_s": {"p50": round(percentile(delays, 50), 3), "p95": round(percentile(delays, 95), 3), "items": len(delays)},
+        "freshness_s": {
+            "p50": round(percentile(delays, 50), 3),
+            "p95": round(percentile(delays, 95), 3),
+            "items": len(delays),
+        },
     }
 
 
@@ -214,7 +230,9 @@ def summary(sizes: dict[str, Any], headline: str) -> dict[str, Any]:
     return {
         "headline_size": headline,
         "triton_p99_ms_c8_candidates100": c8_triton["p99_ms"],
-        "triton_over_inprocess_throughput_c8_candidates100": round(c8_triton["throughput_rps"] / c8_local["throughput_rps"], 3),
+        "triton_over_inprocess_throughput_c8_candidates100": round(
+            c8_triton["throughput_rps"] / c8_local["throughput_rps"], 3
+        ),
         "freshness_p50_s": row["freshness_s"]["p50"],
         "freshness_p95_s": row["freshness_s"]["p95"],
     }
@@ -223,7 +241,14 @@ def summary(sizes: dict[str, Any], headline: str) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     for name, row in result["sizes"].items():
         table = Table(title=f"{name} ranker ({row['parameters']:,} parameters): in-process vs Triton gRPC")
-        for column in ("cell", "in-process p50/p99 ms", "in-process req/s", "triton p50/p99 ms", "triton req/s", "triton/in-process"):
+        for column in (
+            "cell",
+            "in-process p50/p99 ms",
+            "in-process req/s",
+            "triton p50/p99 ms",
+            "triton req/s",
+            "triton/in-process",
+        ):
             table.add_column(column, justify="right")
         for cell, local in row["inprocess"].items():
             remote = row["triton"][cell]
@@ -247,7 +272,9 @@ def report(result: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="paper,compact", help="Model sizes to measure; the first gives the headline keys.")
+    parser.add_argument(
+        "--sizes", default="paper,compact", help="Model sizes to measure; the first gives the headline keys."
+    )
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--events", type=int, default=6000)
@@ -273,10 +300,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with console.status("starting broker and worker, streaming a generated world"):
             broker.start()
-            settings = Settings(kafka_bootstrap=broker.bootstrap, state_dir=root / "state", topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.")
+            settings = Settings(
+                kafka_bootstrap=broker.bootstrap,
+                state_dir=root / "state",
+                topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
+            )
             provision(settings, broker.bootstrap, generation=1)
             worker = spawn_worker(settings, broker.bootstrap, 1, "bench")
-            world = generate(args.items, args.users, args.events, seed=args.seed, start=datetime(2026, 1, 1, tzinfo=timezone.utc))
+            world = generate(
+                args.items, args.users, args.events, seed=args.seed, start=datetime(2026, 1, 1, tzinfo=UTC)
+            )
             out = producer(broker.bootstrap)
             for item in world.items:
                 out.produce(topic_name(settings, ITEMS), key=item.item_id.encode(), value=encode(item))
@@ -284,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
                 out.produce(topic_name(settings, EVENTS), key=event.user_id.encode(), value=encode(event))
             out.flush(60)
             wait_for_users(settings, broker.bootstrap, len({i.user_id for i in world.interactions}))
-        sizes = {name: measure_size(name, settings, broker.bootstrap, world, args, root) for name in args.sizes.split(",")}
+        sizes = {
+            name: measure_size(name, settings, broker.bootstrap, world, args, root) for name in args.sizes.split(",")
+        }
     finally:
         if worker is not None:
             stop_process(worker.pid)
@@ -315,7 +350,9 @@ def wait_for_users(settings: Settings, bootstrap: str, users: int, timeout_s: fl
     from confluent_kafka import Consumer, TopicPartition
 
     topic = topic_name(settings, USER_FEATURES)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-serving", "enable.auto.commit": False, "log_level": 0})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-serving", "enable.auto.commit": False, "log_level": 0}
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     seen: set[bytes] = set()

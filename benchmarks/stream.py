@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
@@ -41,10 +41,11 @@ from rich.table import Table
 
 from benchmarks.common import machine, percentile
 from infra.broker import EmbeddedBroker
-from infra.provision import provision
-from infra.processes import log_tail, run_dir, spawn_worker, stop_process
+from infra.processes import spawn_worker, stop_process
+from kafka_adapter.provision import provision
+from kafka_adapter.publish import producer
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind
-from reaseq.publish import producer
+from reaseq.runfiles import log_tail, run_dir
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, USER_FEATURES, topic_name
 from reaseq.wire import decode, encode
@@ -53,7 +54,7 @@ RESULTS = Path(__file__).parent / "results" / "stream.json"
 TARGET_AGENT_OVER_RAW = 0.5
 TARGET_P99_MS = 250.0
 GENERATION = 1
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 LATENCY_USER_PREFIX = "lat-u"
 
 console = Console()

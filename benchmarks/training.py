@@ -27,20 +27,32 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import DATA, machine
 from benchmarks.sizes import RANKER_SIZES
-from models.batches import length_batches
-from models.datasets import leave_one_out, load_dataset
 from models.device import default_device, mixed_precision
+from models.ranker_inputs import CollatedExamples, TigerBatch
 from models.semantic_ids import SemanticIdTable, load_published_ids
-from models.tiger import CollatedExamples, SemanticIdTokenizer, TigerBatch, TigerRanker
+from models.tiger import TigerRanker
+from models.tokenizer import SemanticIdTokenizer
+from training.batches import length_batches
+from training.datasets import leave_one_out, load_dataset
 
 MODES = ("before", "prefix", "one_pass")
 # operators that are the model's own arithmetic; the rest is the framework's overhead, copies and masking
-ARITHMETIC = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product", "aten::linear", "aten::matmul")
+ARITHMETIC = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_scaled_dot_product",
+    "aten::linear",
+    "aten::matmul",
+)
 
 
 def stock_loss(ranker: TigerRanker, batch: TigerBatch) -> torch.Tensor:
     """The loss as training computed it before: Hugging Face's T5 forward, one target per row."""
-    return ranker.model(inputs_embeds=ranker._inputs_embeds(batch), attention_mask=batch.attention_mask, labels=batch.labels).loss
+    return ranker.model(
+        inputs_embeds=ranker._inputs_embeds(batch), attention_mask=batch.attention_mask, labels=batch.labels
+    ).loss
 
 
 def synchronise(device: torch.device) -> None:
@@ -55,16 +67,28 @@ def epoch_batches(mode: str, examples: CollatedExamples, batch_size: int, rng: n
     return length_batches(examples.lengths, examples.target_counts, batch_size, rng)
 
 
-def measure(mode: str, size: str, users: list[str], histories: list[list[int]], targets: list[int], tokenizer: SemanticIdTokenizer, args: argparse.Namespace) -> dict[str, object]:
+def measure(
+    mode: str,
+    size: str,
+    users: list[str],
+    histories: list[list[int]],
+    targets: list[int],
+    tokenizer: SemanticIdTokenizer,
+    args: argparse.Namespace,
+) -> dict[str, object]:
     """Train ``args.batches`` batches of one mode; its rates, the epoch's estimated seconds and a short profile."""
     device = default_device()
-    config = RANKER_SIZES[size].model_copy(update={"history_attention": "causal" if mode == "one_pass" else "bidirectional"})
+    config = RANKER_SIZES[size].model_copy(
+        update={"history_attention": "causal" if mode == "one_pass" else "bidirectional"}
+    )
     ranker = TigerRanker(tokenizer, config, device)
     started = time.perf_counter()
     examples = ranker.training_examples(users, histories, targets)
     collate_seconds = time.perf_counter() - started
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=1e-3)
-    loss_of: Callable[[TigerBatch], torch.Tensor] = (lambda batch: stock_loss(ranker, batch)) if mode == "before" else ranker.loss
+    loss_of: Callable[[TigerBatch], torch.Tensor] = (
+        (lambda batch: stock_loss(ranker, batch)) if mode == "before" else ranker.loss
+    )
     batches = epoch_batches(mode, examples, args.batch_size, np.random.default_rng(0))
 
     def step(rows: np.ndarray) -> None:
@@ -87,7 +111,9 @@ def measure(mode: str, size: str, users: list[str], histories: list[list[int]], 
     trained = int(sum(examples.target_counts[rows].sum() for rows in chosen))
     tokens = int(sum(examples.lengths[rows].max() * len(rows) for rows in chosen))
     real = int(sum(examples.lengths[rows].sum() for rows in chosen))
-    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]) as profiler:
+    with profile(
+        activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
+    ) as profiler:
         for rows in batches[2 : 2 + args.profile_batches]:
             step(rows)
         synchronise(device)
@@ -126,7 +152,9 @@ def main() -> None:
     sizes: dict[str, dict[str, object]] = {}
     for size in args.sizes:
         train = leave_one_out(data, RANKER_SIZES[size].max_history).train
-        modes = {mode: measure(mode, size, train.users, train.histories, train.targets, tokenizer, args) for mode in MODES}
+        modes = {
+            mode: measure(mode, size, train.users, train.histories, train.targets, tokenizer, args) for mode in MODES
+        }
         before = modes["before"]["epoch_s"]
         for mode in MODES:
             modes[mode]["speedup_over_before"] = round(before / modes[mode]["epoch_s"], 2)  # type: ignore[operator]

@@ -10,25 +10,25 @@ memory only, so nothing from an earlier broker may survive into the page.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from kafka_adapter.clients import Record
+from kafka_adapter.follower import Entries, Follower, reached
 from reaseq.contracts import InterestResult, ItemFeatureUpdate, KnowledgeResult, UserFeatureUpdate, UserReasoning
 from reaseq.settings import Settings
 from reaseq.topics import INTERESTS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, USER_REASONING, topic_name
 from reaseq.wire import ContractError, M, decode
-from workers.batch_worker import LocalIndex
 
 log = logging.getLogger(__name__)
 
 View = dict[str, Any]
 # Key prefixes in the one RocksDB folder: item titles and the three per-user records.
-TITLE, HISTORY, INTEREST, REASONING = "title:", "history:", "interests:", "reasoning:"
+TITLE, HISTORY, INTEREST, REASONING = b"title:", b"history:", b"interests:", b"reasoning:"
 
 
 def knowledge_view(result: KnowledgeResult) -> View:
@@ -55,20 +55,18 @@ class TopicFollower:
         self.settings = settings
         self.bootstrap = bootstrap
         self.recent_limit = recent_limit
-        folder = settings.state_dir / "dashboard"
-        shutil.rmtree(folder, ignore_errors=True)
-        self.index = LocalIndex(folder)
         self._recent: OrderedDict[str, View] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-follower", daemon=True)
-        self._handlers = {
+        self._handlers: dict[str, Callable[[bytes], Entries]] = {
             topic_name(settings, ITEM_FEATURES): self._on_item,
             topic_name(settings, KNOWLEDGE): self._on_knowledge,
             topic_name(settings, USER_FEATURES): self._on_history,
             topic_name(settings, INTERESTS): self._on_interests,
             topic_name(settings, USER_REASONING): self._on_reasoning,
         }
+        self.follower = Follower(settings.state_dir / "dashboard", bootstrap, list(self._handlers), fresh=True)
         self.records = 0
 
     def start(self) -> None:
@@ -77,10 +75,10 @@ class TopicFollower:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self.index.close()
+        self.follower.close()
 
     def title(self, item_id: str) -> str | None:
-        raw = self.index.get(TITLE + item_id)
+        raw = self.follower.get(TITLE + item_id.encode())
         return None if raw is None else raw.decode()
 
     def recent_items(self, limit: int) -> list[View]:
@@ -93,8 +91,8 @@ class TopicFollower:
     def user(self, user_id: str) -> View:
         """A user's history (newest first), inferred interests and reasoning steps; items carry their titles."""
 
-        def stored(prefix: str) -> View | None:
-            raw = self.index.get(prefix + user_id)
+        def stored(prefix: bytes) -> View | None:
+            raw = self.follower.get(prefix + user_id.encode())
             return None if raw is None else orjson.loads(raw)
 
         history, interests = stored(HISTORY), stored(INTEREST)
@@ -103,82 +101,60 @@ class TopicFollower:
         return {"user_id": user_id, "history": history, "interests": interests, "reasoning": stored(REASONING)}
 
     def _run(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "reaseq-dashboard",
-                "enable.auto.commit": False,
-                "log_level": 0,
-            }
-        )
-        assigned: set[str] = set()
         try:
             while not self._stop.is_set():
-                if len(assigned) < len(self._handlers):  # topics provisioned after the page started are picked up
-                    assigned |= self._assign_new(consumer, assigned)
-                for message in consumer.consume(num_messages=500, timeout=0.5):
-                    self._handle(message)
-        except Exception:
+                messages = self.follower.fetch(timeout_s=0.5, max_records=500)
+                entries: dict[bytes, bytes | None] = {}
+                for message in messages:
+                    entries.update(self._handle(message))
+                self.follower.apply(entries, reached(messages))
+        except Exception:  # the page keeps serving what it has; the log says why it stopped following
             log.exception("dashboard follower stopped")
-        finally:
-            consumer.close()
 
-    def _assign_new(self, consumer: Consumer, assigned: set[str]) -> set[str]:
-        metadata = consumer.list_topics(timeout=10).topics
-        new = [t for t in self._handlers if t not in assigned and t in metadata and metadata[t].error is None]
-        if new:
-            consumer.incremental_assign(
-                [TopicPartition(t, p, OFFSET_BEGINNING) for t in new for p in metadata[t].partitions]
-            )
-            log.info("following topics", extra={"topics": new})
-        return set(new)
-
-    def _handle(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("follower read error", extra={"topic": message.topic(), "error": str(error)})
-            return
-        if message.value() is None:
-            return
+    def _handle(self, message: Record) -> Entries:
+        value = message.value
+        if value is None:
+            return {}
         try:
-            self._handlers[message.topic()](message.value())
+            entries = self._handlers[message.topic](value)
         except ContractError as error:  # what the stream dead-letters is not the page's to show
-            log.debug("undecodable record skipped", extra={"topic": message.topic(), "reason": error.reason.value})
-            return
+            log.debug("undecodable record skipped", extra={"topic": message.topic, "reason": error.reason.value})
+            return {}
         self.records += 1
+        return entries
 
     def _decode(self, model: type[M], raw: bytes) -> M:
         return decode(model, raw, self.settings.max_message_bytes)
 
-    def _put(self, prefix: str, key: str, view: View) -> None:
-        self.index.put(prefix + key, orjson.dumps(view))
-
-    def _on_item(self, raw: bytes) -> None:
+    def _on_item(self, raw: bytes) -> Entries:
         item = self._decode(ItemFeatureUpdate, raw)
-        self.index.put(TITLE + item.item_id, item.title.encode())
+        return {TITLE + item.item_id.encode(): item.title.encode()}
 
-    def _on_knowledge(self, raw: bytes) -> None:
+    def _on_knowledge(self, raw: bytes) -> Entries:
         result = self._decode(KnowledgeResult, raw)
         with self._lock:
             self._recent.pop(result.item_id, None)
             self._recent[result.item_id] = knowledge_view(result)
             while len(self._recent) > self.recent_limit:
                 self._recent.popitem(last=False)
+        return {}
 
-    def _on_history(self, raw: bytes) -> None:
+    def _on_history(self, raw: bytes) -> Entries:
         update = self._decode(UserFeatureUpdate, raw)
         entries = [entry.model_dump(mode="json") for entry in reversed(update.history)]
-        self._put(
-            HISTORY, update.user_id, {"version": update.version, "as_of": update.as_of.isoformat(), "entries": entries}
-        )
+        view = {"version": update.version, "as_of": update.as_of.isoformat(), "entries": entries}
+        return {HISTORY + update.user_id.encode(): orjson.dumps(view)}
 
-    def _on_interests(self, raw: bytes) -> None:
+    def _on_interests(self, raw: bytes) -> Entries:
         result = self._decode(InterestResult, raw)
         view = result.model_dump(mode="json", include={"history_version", "model_version", "created_at"})
-        self._put(INTEREST, result.user_id, {**view, "items": [item.model_dump() for item in result.interests]})
+        return {
+            INTEREST + result.user_id.encode(): orjson.dumps(
+                {**view, "items": [item.model_dump() for item in result.interests]}
+            )
+        }
 
-    def _on_reasoning(self, raw: bytes) -> None:
+    def _on_reasoning(self, raw: bytes) -> Entries:
         reasoning = self._decode(UserReasoning, raw)
         view = reasoning.model_dump(mode="json", exclude={"schema_version", "user_id", "step_vectors"})
-        self._put(REASONING, reasoning.user_id, view)
+        return {REASONING + reasoning.user_id.encode(): orjson.dumps(view)}

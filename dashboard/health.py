@@ -16,15 +16,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException
-
-from infra.control import active_generation
-from infra.offsets import exact_end_offsets, list_partitions
-from infra.stack import stack_processes
-from infra.supervisor import ComponentReport
-from models.store import has_interest_model, newest_version
+from dashboard.probes import Health, HealthState, llm_health, pipeline_lag, triton_health
+from kafka_adapter.clients import KafkaException
+from kafka_adapter.control import active_generation
+from kafka_adapter.offsets import exact_end_offsets, list_partitions
+from reaseq.runfiles import ComponentReport, stack_processes
 from reaseq.settings import Settings
-from reaseq.status import Health, HealthState, llm_health, pipeline_lag, triton_health
 from reaseq.topics import (
     DEAD_LETTERS,
     EVENTS,
@@ -35,6 +32,7 @@ from reaseq.topics import (
     TopicSpec,
     topic_name,
 )
+from training.registry import has_interest_model, newest_version
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +127,9 @@ class HealthSampler:
             ]
             processes = stack_processes(self.settings)
             with self._lock:
-                self._components = components if processes is None else with_processes(components, processes, self._generation)
+                self._components = (
+                    components if processes is None else with_processes(components, processes, self._generation)
+                )
                 self._checked_at = now
             return
         with self._lock:
@@ -150,7 +150,9 @@ class HealthSampler:
         if held and newest_version(settings.model_store, having=has_interest_model) is None:
             # The interest worker leaves requests in the topic until a model exists: held work, not a backlog.
             detail = f"{held:,} requests held until a model is trained (`reaseq train`, or `reaseq up --train`)"
-            components = [Component(c.name, "warn", detail, c.lag) if c.name == "interest worker" else c for c in components]
+            components = [
+                Component(c.name, "warn", detail, c.lag) if c.name == "interest worker" else c for c in components
+            ]
         components.append(health_component("Triton", triton_health(settings)))
         components.append(health_component("LLM backend", llm_health(settings)))
         dead = totals[DEAD_LETTERS.name]
@@ -169,7 +171,9 @@ def _process_names(component: str, processes: dict[str, ComponentReport], genera
 PROCESS_OF = {"broker": "broker", "enrichment worker": "enrich", "interest worker": "interests", "Triton": "triton"}
 
 
-def with_processes(components: list[Component], processes: dict[str, ComponentReport], generation: int) -> list[Component]:
+def with_processes(
+    components: list[Component], processes: dict[str, ComponentReport], generation: int
+) -> list[Component]:
     """``components`` as the local stack's processes qualify them: one whose process is gone is down, whatever its lag
     says, and a process's restarts show in its detail; processes without a component of their own (the page, the
     supervisor) are added when they are not running."""
@@ -178,10 +182,21 @@ def with_processes(components: list[Component], processes: dict[str, ComponentRe
     for component in components:
         names = _process_names(component.name, processes, generation)
         shown.update(names)
-        notes = "; ".join(f"{name}: {processes[name].describe()}" for name in names if processes[name].state != "running" or processes[name].restarts)
+        notes = "; ".join(
+            f"{name}: {processes[name].describe()}"
+            for name in names
+            if processes[name].state != "running" or processes[name].restarts
+        )
         if any(processes[name].state != "running" for name in names):
             qualified.append(Component(component.name, "down", f"{notes} ({component.detail})", component.lag))
         else:
-            qualified.append(Component(component.name, component.state, f"{component.detail}; {notes}" if notes else component.detail, component.lag))
+            qualified.append(
+                Component(
+                    component.name,
+                    component.state,
+                    f"{component.detail}; {notes}" if notes else component.detail,
+                    component.lag,
+                )
+            )
     others = [process for name, process in processes.items() if name not in shown and process.state != "running"]
     return qualified + [Component(process.name, "down", process.describe()) for process in others]

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from dashboard.follow import TopicFollower, View
 from dashboard.health import HealthSampler
-from infra.stack import triton_endpoints
+from reaseq.runfiles import triton_endpoints
 from reaseq.settings import Settings
 from serving.client import RankClient, RankRequestError, RankUnavailableError
 
@@ -38,7 +38,10 @@ class Recommender:
         """Triton's answer, or ``served: false`` with the reason when no ranker is served."""
         endpoints = triton_endpoints(self.settings)
         if endpoints is None:
-            return {"served": False, "detail": "no ranker served: Triton is not running in the local stack, and none is configured"}
+            return {
+                "served": False,
+                "detail": "no ranker served: Triton is not running in the local stack, and none is configured",
+            }
         url = endpoints.grpc_url
         client = self._clients.get(url) or self._clients.setdefault(
             url, RankClient(url, "grpc", timeout_s=2.0, retries=1)

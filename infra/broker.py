@@ -6,26 +6,19 @@ It keeps data in memory only, so it is for development, tests and the demo; depl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from infra.ports import free_port
+from kafka_adapter.clients import BrokerError, wait_until_answers
 
 log = logging.getLogger(__name__)
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be started or did not answer."""
 
 
 def tansu_binary() -> Path:
@@ -39,55 +32,6 @@ def tansu_binary() -> Path:
 
 
 EMBEDDED_CLUSTER_ID = "tansu-reaseq"
-
-
-def is_tansu(bootstrap: str) -> bool:
-    """True for tansu, whose high watermark is the base offset of the last batch plus one.
-
-    Readers of end offsets correct for it: infra.offsets for the CLI, streams.tansu_transport for Faust.
-    """
-    cluster_id = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).cluster_id or ""
-    return cluster_id.startswith("tansu")
-
-
-def wait_until_answers(bootstrap: str, timeout_s: float = 30.0) -> None:
-    """Block until a Kafka metadata request to ``bootstrap`` succeeds."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=1.0)
-            return
-        except Exception as exc:  # confluent-kafka raises KafkaException with a transient error here
-            last_error = exc
-            time.sleep(0.1)
-    raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last_error}")
-
-
-def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0) -> None:
-    """Block until ``bootstrap`` answers and ``topics`` exist, however long that takes.
-
-    Long-running processes start with it, so that one started before its broker (or before the topics are
-    provisioned) waits and says why in an error every ``retry_s``, rather than exiting or crash-looping.
-    """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    waited = False
-    while True:
-        try:
-            existing = admin.list_topics(timeout=retry_s).topics
-        except KafkaException as exc:  # the metadata request itself waited retry_s
-            log.error("Kafka not reachable; waiting for it", extra={"bootstrap": bootstrap, "error": str(exc)})
-            waited = True
-            continue
-        missing = [topic for topic in topics if topic not in existing]
-        if not missing:
-            if waited:
-                log.warning("Kafka reachable; starting", extra={"bootstrap": bootstrap})
-            return
-        log.error("topics missing; waiting for them (`reaseq provision`)", extra={"missing": missing})
-        waited = True
-        time.sleep(retry_s)
 
 
 class EmbeddedBroker:
@@ -104,17 +48,18 @@ class EmbeddedBroker:
         command = [
             str(tansu_binary()),
             "broker",
-            "--cluster-id", EMBEDDED_CLUSTER_ID,
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--cluster-id",
+            EMBEDDED_CLUSTER_ID,
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
+        log_file = open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL)  # noqa: SIM115
+        with log_file as output:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            if self.log_path:
-                output.close()  # type: ignore[union-attr]
         try:
             wait_until_answers(self.bootstrap, timeout_s)
         except BrokerError:
@@ -136,5 +81,7 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

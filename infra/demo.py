@@ -23,19 +23,20 @@ from rich.panel import Panel
 from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
+from dashboard.probes import pipeline_lag
 from infra.demo_lag import describe_lag
-from infra.stack import RunState, StackError, stack_failure, start_serving, start_stack, stop_stack
-from infra.triton import TritonError, served_version
+from infra.stack import StackError, stack_failure, start_serving, start_stack, stop_stack
+from infra.synthetic import SyntheticWorld, generate
+from infra.triton import TritonError
 from infra.watch import PipelineWatch
-from models.datasets import load_from_topics
-from models.train import small_config, train
+from kafka_adapter.publish import publish_lines
 from reaseq.contracts import Interaction
-from reaseq.publish import publish_lines
+from reaseq.runfiles import RunState
 from reaseq.settings import Settings
-from reaseq.status import pipeline_lag
-from reaseq.synthetic import SyntheticWorld, generate
 from reaseq.wire import encode
-from serving.client import RankClient
+from serving.client import RankClient, served_version
+from training.datasets import load_from_topics
+from training.train import small_config, train
 
 BAD_RECORDS = [b"{not json", b'{"schema_version": 9, "user_id": "u"}', b'{"schema_version": 1, "user_id": "u"}']
 LIVE_SHARE = 0.25  # of the interactions, streamed after the model is served
@@ -82,11 +83,15 @@ class DemoRun:
         table.add_row("items enriched", f"{len(watch.knowledge):,} of {len(self.world.items):,}")
         table.add_row("users with inferred interests", f"{len(watch.interests):,} of {users:,}")
         table.add_row("users with reasoning steps", f"{len(watch.reasoning):,} of {users:,}")
-        table.add_row("dead letters", ", ".join(f"{reason} {count}" for reason, count in watch.dead_letters.items()) or "0")
+        table.add_row(
+            "dead letters", ", ".join(f"{reason} {count}" for reason, count in watch.dead_letters.items()) or "0"
+        )
         table.add_row("model version", self.model_version())
         return table
 
-    def until(self, console: Console, done: Callable[[], bool], phase: str, step: Callable[[], None] | None = None) -> float:
+    def until(
+        self, console: Console, done: Callable[[], bool], phase: str, step: Callable[[], None] | None = None
+    ) -> float:
         """Show the live view until ``done``, calling ``step`` each frame; returns the seconds it took. Stops with a
         StackError naming the process when one of the stack's cannot stay up, or when the phase times out."""
         self.phase, started = phase, time.monotonic()
@@ -95,7 +100,9 @@ class DemoRun:
                 if (failure := stack_failure(self.settings)) is not None:
                     raise StackError(f"demo phase '{phase}' stopped: {failure}")
                 if time.monotonic() - started > PHASE_TIMEOUT_S:
-                    raise StackError(f"demo phase '{phase}' did not finish in {PHASE_TIMEOUT_S:.0f} s (logs: {self.settings.state_dir}/run)")
+                    raise StackError(
+                        f"demo phase '{phase}' did not finish in {PHASE_TIMEOUT_S:.0f} s (logs: {self.settings.state_dir}/run)"
+                    )
                 if step:
                     step()
                 self.refresh()
@@ -120,7 +127,9 @@ def run_demo(settings: Settings, n_items: int, n_users: int, n_events: int, rate
     except StackError as exc:
         console.print(f"[red]{exc}[/red]")
         return False
-    console.print(f"broker {state.bootstrap}; stream workers, enrichment and interest workers running (logs in {settings.state_dir}/run)")
+    console.print(
+        f"broker {state.bootstrap}; stream workers, enrichment and interest workers running (logs in {settings.state_dir}/run)"
+    )
     if state.web:
         console.print(f"watch it on the operator page: {state.web.url}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `finally` stops the stack
@@ -146,7 +155,7 @@ def _stream_history(run: DemoRun, history: list[Interaction], console: Console) 
     late = world.items[: len(world.items) // 10]  # published after their interactions: held pending, then resolved
     expected = len(history)  # each generated interaction is distinct: each adds one to its user's version
     with console.status("publishing the catalog and the history"):
-        publish_lines(settings, bootstrap, "items", (encode(i) for i in world.items[len(late):]), "demo")
+        publish_lines(settings, bootstrap, "items", (encode(i) for i in world.items[len(late) :]), "demo")
         publish_lines(settings, bootstrap, "events", [encode(i) for i in history] + BAD_RECORDS, "demo", validate=False)
         publish_lines(settings, bootstrap, "items", (encode(i) for i in late), "demo")
     run.published = len(history)
@@ -162,14 +171,27 @@ def _stream_history(run: DemoRun, history: list[Interaction], console: Console) 
 
 
 def _train_and_serve(run: DemoRun, console: Console) -> None:
-    console.print("part 2: training a small distilled ranker and interest model from the topics (a few minutes on a CPU)")
+    console.print(
+        "part 2: training a small distilled ranker and interest model from the topics (a few minutes on a CPU)"
+    )
     started = time.monotonic()
-    version = train(small_config(run.settings.state_dir / "topics"), run.settings.model_store, run.settings.state_dir, load_from_topics(run.settings, run.state.bootstrap))
+    version = train(
+        small_config(run.settings.state_dir / "topics"),
+        run.settings.model_store,
+        run.settings.state_dir,
+        load_from_topics(run.settings, run.state.bootstrap),
+    )
     console.print(f"trained {version.name} in {time.monotonic() - started:.0f} s")
     with console.status("starting Triton with it (the replica catches up with the feature topics before it is ready)"):
         start_serving(run.settings, run.state, version)
-    seconds = run.until(console, lambda: len(run.watch.interests) >= len(run.watch.users), "the interest worker infers every user's interests")
-    console.print(f"every user's beyond-log interests and reasoning steps inferred with the new model in {seconds:.1f} s")
+    seconds = run.until(
+        console,
+        lambda: len(run.watch.interests) >= len(run.watch.users),
+        "the interest worker infers every user's interests",
+    )
+    console.print(
+        f"every user's beyond-log interests and reasoning steps inferred with the new model in {seconds:.1f} s"
+    )
 
 
 def _stream_live(run: DemoRun, live_events: list[Interaction], rate: float, console: Console) -> float:
@@ -194,12 +216,17 @@ def _stream_live(run: DemoRun, live_events: list[Interaction], rate: float, cons
     def caught_up() -> bool:
         watch = run.watch
         state_done = all(getattr(watch.users.get(u), "version", 0) >= v for u, v in versions.items())
-        interests_done = all(getattr(watch.interests.get(u), "history_version", 0) >= versions[u] for u in {e.user_id for e in live_events})
+        interests_done = all(
+            getattr(watch.interests.get(u), "history_version", 0) >= versions[u]
+            for u in {e.user_id for e in live_events}
+        )
         return not pending and state_done and interests_done
 
     started = time.monotonic()
     seconds = run.until(console, caught_up, f"streaming live interactions at {rate:,.0f}/s", step=offer)
-    console.print(f"part 3: {len(live_events):,} live interactions offered at {rate:,.0f}/s, all in state and interests in {seconds:.1f} s")
+    console.print(
+        f"part 3: {len(live_events):,} live interactions offered at {rate:,.0f}/s, all in state and interests in {seconds:.1f} s"
+    )
     return seconds
 
 
@@ -209,24 +236,40 @@ def _summary(run: DemoRun, n_history: int, live_seconds: float) -> Group:
     figures = Table(title="summary", show_header=False)
     figures.add_column(style="bold")
     figures.add_column()
-    figures.add_row("interactions", f"{watch.applied:,} in user state of {len(world.interactions):,} published; {n_history:,} as a backlog, the rest live")
-    figures.add_row("live throughput", f"{len(world.interactions) - n_history:,} interactions reflected in {live_seconds:.1f} s")
+    figures.add_row(
+        "interactions",
+        f"{watch.applied:,} in user state of {len(world.interactions):,} published; {n_history:,} as a backlog, the rest live",
+    )
+    figures.add_row(
+        "live throughput", f"{len(world.interactions) - n_history:,} interactions reflected in {live_seconds:.1f} s"
+    )
     figures.add_row("freshness: event -> user state", watch.state_freshness.summary())
-    figures.add_row("freshness: event -> beyond-log interests", watch.interest_freshness.summary() + f" (debounce {run.settings.interest_debounce_s:g} s)")
+    figures.add_row(
+        "freshness: event -> beyond-log interests",
+        watch.interest_freshness.summary() + f" (debounce {run.settings.interest_debounce_s:g} s)",
+    )
     figures.add_row("items enriched", f"{len(watch.knowledge):,}")
     figures.add_row("users with interests / reasoning steps", f"{len(watch.interests):,} / {len(watch.reasoning):,}")
-    figures.add_row("dead letters", ", ".join(f"{reason} {count}" for reason, count in watch.dead_letters.items()) or "0")
+    figures.add_row(
+        "dead letters", ", ".join(f"{reason} {count}" for reason, count in watch.dead_letters.items()) or "0"
+    )
     assert run.state.triton is not None
     client = RankClient(run.state.triton.endpoints().grpc_url, "grpc")
     busiest = sorted(watch.interests, key=lambda user: -watch.users[user].version)[:3]
     panels = [_user_panel(user, run, titles, client) for user in busiest]
     item = next(iter(watch.knowledge.values()))
-    chain = "\n".join(f"[bold]{name}[/bold]: {_fields(step.model_dump(mode='json', exclude={'rationale'}))}" for name, step in item.chain.steps())
+    chain = "\n".join(
+        f"[bold]{name}[/bold]: {_fields(step.model_dump(mode='json', exclude={'rationale'}))}"
+        for name, step in item.chain.steps()
+    )
     return Group(figures, Panel(chain, title=f"an item's reasoning chain: {titles[item.item_id]}"), *panels)
 
 
 def _fields(step: dict[str, object]) -> str:
-    return "; ".join(f"{name} " + (", ".join(map(str, value)) if isinstance(value, list) else str(value)) for name, value in step.items())
+    return "; ".join(
+        f"{name} " + (", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        for name, value in step.items()
+    )
 
 
 def _user_panel(user: str, run: DemoRun, titles: dict[str, str], client: RankClient) -> Panel:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from models.datasets import SequenceData, load_dataset
+from kafka_adapter.publish import PublishSummary, publish_file, publish_lines
 from reaseq.contracts import CatalogItem, Interaction, InteractionKind
-from reaseq.publish import PublishSummary, publish_file, publish_lines
 from reaseq.settings import Settings
 from reaseq.wire import encode
+from training.datasets import SequenceData, load_dataset
 
 JSONL_FILES = {"items": "items.jsonl", "events": "events.jsonl"}
 # Benchmark datasets carry order, not time: their interactions are spread one second apart from here.
@@ -47,10 +47,14 @@ def publish_dataset(settings: Settings, bootstrap: str, path: Path) -> dict[str,
     """Publish ``path``'s items, then its events; invalid JSON-lines records are dead-lettered and counted.
 
     ``path`` is a folder with ``items.jsonl`` and/or ``events.jsonl`` (the wire contracts, one a line), or
-    anything ``models.datasets.load_dataset`` reads.
+    anything ``training.datasets.load_dataset`` reads.
     """
     if path.is_dir() and any((path / name).exists() for name in JSONL_FILES.values()):
-        return {kind: publish_file(settings, bootstrap, kind, path / name) for kind, name in JSONL_FILES.items() if (path / name).exists()}
+        return {
+            kind: publish_file(settings, bootstrap, kind, path / name)
+            for kind, name in JSONL_FILES.items()
+            if (path / name).exists()
+        }
     items, interactions = dataset_records(load_dataset(path))
     return {
         "items": publish_lines(settings, bootstrap, "items", (encode(item) for item in items), str(path)),

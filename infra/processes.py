@@ -3,6 +3,7 @@ them, and whether a pid still runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,32 +12,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from reaseq.runfiles import pid_alive, run_dir
 from reaseq.settings import Settings
-
-
-def run_dir(settings: Settings) -> Path:
-    return settings.state_dir / "run"
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last lines of a process log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; an exited child nobody has reaped yet (a zombie) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no procfs here, or gone since: kill's answer stands
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def is_stack_process(pid: int) -> bool:
@@ -45,7 +22,7 @@ def is_stack_process(pid: int) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return pid_alive(pid) and (b"reaseq.cli" in command or b"tritonserver" in command)
+    return pid_alive(pid) and (b"infra.cli" in command or b"tritonserver" in command)
 
 
 def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
@@ -65,7 +42,7 @@ def spawn_cli(
     run_dir(settings).mkdir(parents=True, exist_ok=True)
     with open(run_dir(settings) / f"{log_name}.log", "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "reaseq.cli", *args],
+            [sys.executable, "-m", "infra.cli", *args],
             env={**worker_env(settings, bootstrap), **(env or {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -89,10 +66,8 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
             if not pid_alive(pid):
                 return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 AsyncWorker = Literal["enrich", "interests"]

@@ -11,17 +11,15 @@ import shutil
 import time
 from datetime import datetime
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from infra.control import active_generation, write_generation
-from infra.offsets import exact_end_offsets, group_lag, list_partitions, offsets_consumer
-from infra.provision import generation_topics, provision
 from infra.processes import spawn_worker, stop_process, worker_args
-from infra.stack import WorkerProcess, load_run_state, save_run_state, supervised_pids
-from infra.supervisor import ComponentSpec, want
+from infra.stack import supervised_pids
+from kafka_adapter.control import active_generation, write_generation
+from kafka_adapter.offsets import commit_offsets_at, group_lag
+from kafka_adapter.provision import delete_topics, generation_topics, provision
+from reaseq.runfiles import ComponentSpec, WorkerProcess, load_run_state, save_run_state, want
 from reaseq.settings import Settings
 from reaseq.topics import BY_ITEM, BY_USER, EVENTS, ITEMS, topic_name
 from streams.app import worker_datadir
@@ -29,38 +27,17 @@ from streams.app import worker_datadir
 
 def _discard_generation(settings: Settings, bootstrap: str, generation: int) -> None:
     """Remove what an aborted earlier replay into ``generation`` left behind."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    stale = [t for t in generation_topics(settings, generation) if t in existing]
-    if stale:
-        for future in admin.delete_topics(stale, operation_timeout=15).values():
-            future.result()
+    delete_topics(bootstrap, generation_topics(settings, generation))
     shutil.rmtree(worker_datadir(settings, generation, "x").parent, ignore_errors=True)
 
 
 def _start_from(settings: Settings, bootstrap: str, group: str, when: datetime) -> None:
-    """Commit the events offsets of ``when`` for the new group, so its workers start there.
+    """Start the new group's workers at the interactions of ``when``.
 
     Only interactions are cut at the time: the catalog is always rebuilt whole, since every interaction
     needs its item.
     """
-    sources = [topic_name(settings, EVENTS)]
-    partitions = list_partitions(bootstrap, sources)
-    stamp = int(when.timestamp() * 1000)
-    consumer = offsets_consumer(bootstrap)
-    try:
-        found = consumer.offsets_for_times([TopicPartition(t, p, stamp) for t, p in partitions], timeout=10)
-    finally:
-        consumer.close()
-    # No record at or after the time: start at the (exact) end of that partition.
-    ends = exact_end_offsets(bootstrap, partitions)
-    offsets = [
-        TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)][1])
-        for tp in found
-    ]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)]).values():
-        future.result()
+    commit_offsets_at(bootstrap, group, [topic_name(settings, EVENTS)], when)
 
 
 def wait_caught_up(
@@ -100,10 +77,19 @@ def run_replay(settings: Settings, bootstrap: str, from_time: datetime | None, w
         want(settings, add=specs)
         pids = supervised_pids(settings, [spec.name for spec in specs])
         started = [WorkerProcess(name, generation, pids[f"{name}.g{generation}"]) for name in names]
-        cancel = lambda: want(settings, remove=[spec.name for spec in specs])  # noqa: E731
+
+        def cancel() -> None:
+            want(settings, remove=[spec.name for spec in specs])
+
     else:
-        started = [WorkerProcess(name, generation, spawn_worker(settings, bootstrap, generation, name).pid) for name in names]
-        cancel = lambda: [stop_process(worker.pid) for worker in started]  # noqa: E731
+        started = [
+            WorkerProcess(name, generation, spawn_worker(settings, bootstrap, generation, name).pid) for name in names
+        ]
+
+        def cancel() -> None:
+            for worker in started:
+                stop_process(worker.pid)
+
     try:
         wait_caught_up(settings, bootstrap, generation, console)
     except BaseException:

@@ -21,108 +21,26 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
-
-from infra.processes import log_tail, pid_alive, run_dir, spawn_cli, stop_process
+from infra.processes import spawn_cli, stop_process
+from reaseq.runfiles import (
+    ComponentReport,
+    ComponentSpec,
+    SupervisorReport,
+    log_tail,
+    pid_alive,
+    read_wanted,
+    report_file,
+    run_dir,
+    write_atomically,
+)
 from reaseq.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
 BROKER = "broker"
-SUPERVISOR = "supervisor"  # its own process and log name
-ProcessState = Literal["running", "restarting", "failed", "down"]
-
-
-class ComponentSpec(BaseModel):
-    """One process of the stack: ``reaseq <args>`` with ``env`` added; its log is ``run/<name>.log``."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str] = Field(default_factory=dict)
-
-
-class Wanted(BaseModel):
-    broker_pid: int | None = None  # the embedded broker, watched only
-    components: list[ComponentSpec] = Field(default_factory=list)
-
-
-class ComponentReport(BaseModel):
-    name: str
-    state: ProcessState
-    pid: int | None = None
-    restarts: int = 0
-    exit_code: int | None = None  # of the last unexpected exit
-    last_error: str | None = None  # the last error line its log showed before that exit
-    retry_at: float | None = None  # epoch seconds of the next start, while restarting
-    log: str
-
-    def describe(self) -> str:
-        """One line for an operator: state, restarts, the last error and where the log is."""
-        exited = f"killed by signal {-self.exit_code}" if (self.exit_code or 0) < 0 else f"exited with {self.exit_code}"
-        parts = {
-            "running": f"running (pid {self.pid})",
-            "restarting": f"{exited}; restarting in {max(0.0, (self.retry_at or 0) - time.time()):.0f} s",
-            "failed": f"{exited} and could not stay up; not restarted",
-            "down": f"not running (pid {self.pid} is gone)",
-        }
-        text = parts[self.state] + (f", {self.restarts} restart{'s' if self.restarts != 1 else ''}" if self.restarts else "")
-        if self.last_error and (self.restarts or self.state != "running"):
-            text += f"; last error: {self.last_error}"
-        return text + (f" (log {self.log})" if self.state != "running" else "")
-
-
-class SupervisorReport(BaseModel):
-    pid: int
-    updated_at: float
-    components: dict[str, ComponentReport]
-
-
-def wanted_file(settings: Settings) -> Path:
-    return run_dir(settings) / "components.json"
-
-
-def report_file(settings: Settings) -> Path:
-    return run_dir(settings) / "supervisor.json"
-
-
-def _write_atomically(path: Path, body: str) -> None:
-    """Readers poll these files: they see the old content or the new, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(body)
-    partial.replace(path)
-
-
-def read_wanted(settings: Settings) -> Wanted:
-    path = wanted_file(settings)
-    return Wanted.model_validate_json(path.read_text()) if path.is_file() else Wanted()
-
-
-def want(
-    settings: Settings, add: Sequence[ComponentSpec] = (), remove: Sequence[str] = (), broker_pid: int | None = None
-) -> None:
-    """Change what the supervisor runs: start ``add`` (replacing same-named specs), stop ``remove``."""
-    wanted = read_wanted(settings)
-    names = {spec.name for spec in add} | set(remove)
-    wanted.components = [spec for spec in wanted.components if spec.name not in names] + list(add)
-    if broker_pid is not None:
-        wanted.broker_pid = broker_pid
-    _write_atomically(wanted_file(settings), wanted.model_dump_json(indent=2))
-
-
-def read_report(settings: Settings) -> SupervisorReport | None:
-    """The supervisor's last report, or None when no local stack has one."""
-    try:
-        return SupervisorReport.model_validate_json(report_file(settings).read_text())
-    except FileNotFoundError:
-        return None
-    except ValidationError:  # an earlier release's file: no report to show
-        return None
 
 
 def last_error(log_path: Path) -> str | None:
@@ -199,7 +117,9 @@ class Supervisor:
                 name=BROKER,
                 state="running" if alive else "down",
                 pid=wanted.broker_pid,
-                last_error=None if alive else "the embedded broker exited and its topics with it: `reaseq down`, then `reaseq up`",
+                last_error=None
+                if alive
+                else "the embedded broker exited and its topics with it: `reaseq down`, then `reaseq up`",
                 log=str(run_dir(self.settings) / "broker.log"),
             )
         self._write_report()
@@ -213,11 +133,15 @@ class Supervisor:
             report.exit_code, report.last_error, report.pid = code, last_error(process.log_path), None
             if process.failures >= settings.supervisor_max_failures:
                 report.state, report.retry_at = "failed", None
-                log.error("process could not stay up", extra={"component": report.name, "exit_code": code, "log": report.log})
+                log.error(
+                    "process could not stay up", extra={"component": report.name, "exit_code": code, "log": report.log}
+                )
             else:
                 delay = min(settings.supervisor_backoff_max_s, 2.0 ** (process.failures - 1))
                 report.state, report.retry_at = "restarting", now + delay
-                log.warning("process exited; restarting", extra={"component": report.name, "exit_code": code, "in_s": delay})
+                log.warning(
+                    "process exited; restarting", extra={"component": report.name, "exit_code": code, "in_s": delay}
+                )
         if process.popen is None and report.state == "restarting" and (report.retry_at or 0) <= now:
             if report.exit_code is not None:
                 report.restarts += 1
@@ -236,7 +160,7 @@ class Supervisor:
         if self.broker is not None:
             components = {BROKER: self.broker, **components}
         report = SupervisorReport(pid=os.getpid(), updated_at=time.time(), components=components)
-        _write_atomically(report_file(self.settings), report.model_dump_json(indent=2))
+        write_atomically(report_file(self.settings), report.model_dump_json(indent=2))
 
 
 def run_supervisor(settings: Settings, bootstrap: str) -> None:

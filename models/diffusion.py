@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from safetensors.torch import load_model, save_model
 
 from models.device import default_device
-from models.tiger import SemanticIdTokenizer
+from models.tokenizer import SemanticIdTokenizer
 
 PAD = 0
 MASK = 1  # code tokens start at 2, as in the ranker's tokenizer, so its item table is shared
@@ -66,6 +66,10 @@ class Inferred:
 
 class InterestDiffusion(torch.nn.Module):
     """Masked-diffusion language model over item semantic IDs: LLaDA loss and constrained low-confidence remasking."""
+
+    item_tokens: torch.Tensor
+    item_codes: torch.Tensor
+    item_columns: torch.Tensor
 
     def __init__(
         self,
@@ -149,7 +153,10 @@ class InterestDiffusion(torch.nn.Module):
         masked = real & (torch.rand(targets.shape, device=self.device) < t)
         tokens[:, c.max_history :] = torch.where(real & ~masked, targets, tokens[:, c.max_history :])
         nll = -torch.stack(
-            [log_probs.gather(-1, codes[..., level].clamp(min=0).unsqueeze(-1)).squeeze(-1) for level, log_probs in enumerate(self(tokens))],
+            [
+                log_probs.gather(-1, codes[..., level].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                for level, log_probs in enumerate(self(tokens))
+            ],
             dim=-1,
         )  # [B, N, L]
         per_example = nll.where(masked, 0.0).sum((1, 2)) / t.flatten() / real.sum((1, 2)).clamp(min=1)
@@ -179,7 +186,9 @@ class InterestDiffusion(torch.nn.Module):
         tokens = self.prompt(histories)
         # Built on the host and moved once: indexing a device tensor row by row costs a transfer per user.
         allowed = torch.tensor(self._known).repeat(size, 1)  # [B, I]
-        seen = [(row, item) for row, history in enumerate(histories) for item in history if 0 <= item < len(self._known)]
+        seen = [
+            (row, item) for row, history in enumerate(histories) for item in history if 0 <= item < len(self._known)
+        ]
         if seen:
             allowed[tuple(torch.tensor(seen).T)] = False
         allowed = allowed.to(self.device)
@@ -217,7 +226,9 @@ class InterestDiffusion(torch.nn.Module):
                 tokens[rows[found], c.max_history + slot[found]] = self.item_tokens[item[found]]
                 taken[rows[found]] += (scores[rows[found], :, item[found]] - log_norm[rows[found], :, 0]).exp()
             committed = target
-        order = confidences.argsort(dim=-1, descending=True, stable=True)  # a later pass may be surer than an earlier one
+        order = confidences.argsort(
+            dim=-1, descending=True, stable=True
+        )  # a later pass may be surer than an earlier one
         return Inferred(items.gather(1, order).cpu(), confidences.gather(1, order).cpu())
 
     def _item_scores(self, log_probs: list[torch.Tensor]) -> torch.Tensor:
@@ -248,7 +259,9 @@ class InterestDiffusion(torch.nn.Module):
         return model.eval()
 
 
-def training_windows(sequences: Sequence[Sequence[int]], max_history: int, horizon: int) -> tuple[list[list[int]], list[list[int]]]:
+def training_windows(
+    sequences: Sequence[Sequence[int]], max_history: int, horizon: int
+) -> tuple[list[list[int]], list[list[int]]]:
     """Every cut of every sequence into (the ``max_history`` items before it, the ``horizon`` items from it)."""
     histories, futures = [], []
     for sequence in sequences:
@@ -256,4 +269,3 @@ def training_windows(sequences: Sequence[Sequence[int]], max_history: int, horiz
             histories.append(list(sequence[max(0, cut - max_history) : cut]))
             futures.append(list(sequence[cut : cut + horizon]))
     return histories, futures
-

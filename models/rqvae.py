@@ -11,6 +11,7 @@ collision rate.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.device import default_device
-from models.progress import progress_bar
+from reaseq.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class RQVAEConfig:
 
 def _mlp(dims: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(dims, dims[1:])):
+    for index, (width_in, width_out) in enumerate(itertools.pairwise(dims)):
         layers.append(nn.Linear(width_in, width_out))
         if index < len(dims) - 2:
             layers.append(nn.ReLU())
@@ -122,7 +123,9 @@ class RQVAE(nn.Module):
         was_training = self.training
         self.eval()
         device = self.codebooks.device
-        data = torch.as_tensor(embeddings, dtype=torch.float32).reshape(-1, self.input_dim)  # an array, or a tensor on any device
+        data = torch.as_tensor(embeddings, dtype=torch.float32).reshape(
+            -1, self.input_dim
+        )  # an array, or a tensor on any device
         parts = [
             self.quantise(self.encoder(data[start : start + batch_size].to(device)))[0].cpu()
             for start in range(0, len(data), batch_size)

@@ -51,10 +51,21 @@ def dropout(states: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(keep, states * (1 / (1 - p)), 0.0)
 
 
-def _attend(attention: T5Attention, query_states: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+def _attend(
+    attention: T5Attention,
+    query_states: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    p: float,
+) -> torch.Tensor:
     """T5 attention (no 1/sqrt(d) scaling) of queries [..., q, d] over projected keys and values [B, h, k, d_kv]."""
     lead = query_states.shape[:-2]
-    query = attention.q(query_states).view(keys.size(0), -1, attention.n_heads, attention.key_value_proj_dim).transpose(1, 2)
+    query = (
+        attention.q(query_states)
+        .view(keys.size(0), -1, attention.n_heads, attention.key_value_proj_dim)
+        .transpose(1, 2)
+    )
     mixed = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask.to(query.dtype), dropout_p=p, scale=1.0)
     return attention.o(mixed.transpose(1, 2).reshape(*lead, -1, attention.inner_dim))
 
@@ -66,7 +77,7 @@ def _heads(attention: T5Attention, projection: torch.nn.Linear, states: torch.Te
 
 def _feed_forward(layer: T5LayerFF, hidden: torch.Tensor, p: float) -> torch.Tensor:
     dense = layer.DenseReluDense
-    inner = dropout(dense.act(dense.wi(layer.layer_norm(hidden))), p)
+    inner = dropout(dense.act(dense.wi(layer.layer_norm(hidden))), p)  # type: ignore[operator]  # act is a module
     return hidden + dropout(dense.wo(inner), p)
 
 
@@ -78,7 +89,9 @@ def encode(encoder: T5Stack, embeds: torch.Tensor, allowed: torch.Tensor) -> tor
     """
     p = _dropout(encoder)
     length = embeds.size(1)
-    mask = encoder.block[0].layer[0].SelfAttention.compute_bias(length, length) + additive(allowed.unsqueeze(1), embeds.dtype)
+    mask = encoder.block[0].layer[0].SelfAttention.compute_bias(length, length) + additive(
+        allowed.unsqueeze(1), embeds.dtype
+    )
     hidden = dropout(embeds, p)
     for block in encoder.block:
         attention = block.layer[0].SelfAttention
@@ -102,7 +115,9 @@ def memory(decoder: T5Stack, states: torch.Tensor, allowed: torch.Tensor) -> Mem
     return Memory(keys, values, additive(allowed.unsqueeze(1), states.dtype))
 
 
-def decode(decoder: T5Stack, tokens: torch.Tensor, memory: Memory, past: Cache | None = None) -> tuple[torch.Tensor, Cache]:
+def decode(
+    decoder: T5Stack, tokens: torch.Tensor, memory: Memory, past: Cache | None = None
+) -> tuple[torch.Tensor, Cache]:
     """Final decoder states [B, n, q, d] of q new positions of n code sequences per user (tokens [B, n, q]).
 
     ``past`` holds each layer's self-attention keys and values of the p positions before; the returned cache

@@ -20,14 +20,13 @@ import torch
 from rocksdict import Options, Rdict, WriteBatch
 
 from models.device import default_device
-from models.progress import progress_bar
+from reaseq.progress import progress_bar
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LOCK_WAIT_SECONDS = 600.0  # how long ``encode`` waits for another process to finish with the cache
-
 
 
 def model_slug(model: str) -> str:
@@ -100,7 +99,7 @@ class TextEncoder:
         vectors: dict[bytes, np.ndarray] = {}
         with self._store() as store:
             if store is not None:
-                for key, raw in zip(keys, store.get(keys) if keys else []):
+                for key, raw in zip(keys, store.get(keys) if keys else []):  # type: ignore[arg-type]  # rdict's multi-get
                     if raw is not None:
                         vectors[key] = np.frombuffer(raw, dtype=np.float32)
             self.cache_hits += sum(key in vectors for key in keys)

@@ -23,7 +23,8 @@ class CodeTrie:
         self.codes_per_level = list(codes_per_level)
         depth = len(self.codes_per_level)
         # node ids of the prefixes of each length; the empty prefix is node 0 of level 0
-        node_ids: list[dict[tuple[int, ...], int]] = [{(): 0}] + [{} for _ in range(depth - 1)]
+        root: dict[tuple[int, ...], int] = {(): 0}
+        node_ids = [root] + [{} for _ in range(depth - 1)]
         edges: list[list[tuple[int, int, int]]] = [[] for _ in range(depth)]
         seen: dict[tuple[int, ...], int] = {}
         for item, raw in item_codes.items():
@@ -48,8 +49,8 @@ class CodeTrie:
             # int32 halves the memory of the widest level (distinct 2-code prefixes x 256 on a large catalog)
             table = torch.full((len(node_ids[level]), self.codes_per_level[level]), -1, dtype=torch.int32)
             if edges[level]:
-                parent, code, child = torch.tensor(edges[level], dtype=torch.long).unbind(1)
-                table[parent, code] = child.to(torch.int32)
+                parents, links, children = torch.tensor(edges[level], dtype=torch.long).unbind(1)
+                table[parents, links] = children.to(torch.int32)
             self.tables.append(table)
         self._items = seen
 

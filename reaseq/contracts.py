@@ -8,14 +8,14 @@ producer is caught at the edge and dead-lettered, not half-understood downstream
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
@@ -23,7 +23,7 @@ AttributeValue = str | int | float | bool | list[str]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Contract(BaseModel):
@@ -122,7 +122,9 @@ class EnrichmentRequest(Contract):
     requested_at: AwareDatetime
 
 
-KNOWLEDGE_SCHEMA = "knowledge-v1"  # the version of the reasoning chain below; bump it with any change to the steps
+KNOWLEDGE_SCHEMA: Literal["knowledge-v1"] = (
+    "knowledge-v1"  # the version of the reasoning chain below; bump it with any change to the steps
+)
 
 LABEL_MAX = 60
 Label = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_MAX, strip_whitespace=True)]

@@ -40,9 +40,15 @@ class DeadLetter:
         return [(PREFIX + name, value.encode("utf-8", "replace")) for name, value in fields.items()]
 
     @classmethod
-    def from_record(cls, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> DeadLetter:
+    def from_record(
+        cls, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+    ) -> DeadLetter:
         """Read a dead-letter record back (for status, replays and tests)."""
-        found = {name[len(PREFIX):]: raw.decode("utf-8", "replace") for name, raw in headers or [] if name.startswith(PREFIX)}
+        found = {
+            name[len(PREFIX) :]: raw.decode("utf-8", "replace")
+            for name, raw in headers or []
+            if name.startswith(PREFIX)
+        }
         return cls(
             reason=DeadLetterReason(found["reason"]),
             detail=found.get("detail", ""),

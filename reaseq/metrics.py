@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import BaseModel, ValidationError
 
-from infra.processes import pid_alive, run_dir
+from reaseq.runfiles import pid_alive, run_dir
 from reaseq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,18 @@ REQUESTS_SKIPPED = Counter(
     ["agent"],
 )
 LLM_UNAVAILABLE = Counter(
-    "reaseq_llm_unavailable", "Reasoning attempts that found the LLM server down (held by the circuit breaker, retried)."
+    "reaseq_llm_unavailable",
+    "Reasoning attempts that found the LLM server down (held by the circuit breaker, retried).",
 )
 ENRICHMENT_LATENCY = Histogram(
-    "reaseq_enrichment_latency_seconds", "Per item, from its enrichment request to its published knowledge.", buckets=_SLOW_BUCKETS
+    "reaseq_enrichment_latency_seconds",
+    "Per item, from its enrichment request to its published knowledge.",
+    buckets=_SLOW_BUCKETS,
 )
 INTEREST_LATENCY = Histogram(
-    "reaseq_interest_latency_seconds", "Per user, from the interest request to the published interests.", buckets=_SLOW_BUCKETS
+    "reaseq_interest_latency_seconds",
+    "Per user, from the interest request to the published interests.",
+    buckets=_SLOW_BUCKETS,
 )
 INTEREST_INFERENCE = Histogram(
     "reaseq_interest_inference_seconds",
@@ -52,7 +57,9 @@ QUEUE_DEPTH = Gauge(
     "interest request waits for quiet time), and a request topic's consumer lag (enrichment-requests, interest-requests).",
     ["queue"],
 )
-ENRICHMENT_IN_FLIGHT = Gauge("reaseq_enrichment_in_flight", "Items being reasoned about (held while the LLM server is down).")
+ENRICHMENT_IN_FLIGHT = Gauge(
+    "reaseq_enrichment_in_flight", "Items being reasoned about (held while the LLM server is down)."
+)
 
 
 class ExporterRecord(BaseModel):

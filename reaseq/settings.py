@@ -37,9 +37,13 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Interactions kept per unknown item; beyond it they are dead-lettered."
     )
     dedup_window: int = Field(default=512, ge=1, description="Recent event ids remembered per user.")
-    interest_debounce_s: float = Field(default=2.0, ge=0.0, description="Quiet time per user before an interest request.")
+    interest_debounce_s: float = Field(
+        default=2.0, ge=0.0, description="Quiet time per user before an interest request."
+    )
     rebalance_timeout_s: float = Field(
-        default=5.0, gt=0, description="Consumer-group rebalance timeout; a join waits this long on the embedded broker."
+        default=5.0,
+        gt=0,
+        description="Consumer-group rebalance timeout; a join waits this long on the embedded broker.",
     )
     session_timeout_s: float = Field(default=10.0, gt=0, description="A dead worker's partitions move after this.")
     producer_linger_ms: int = Field(
@@ -49,7 +53,9 @@ class Settings(BaseSettings):
     web_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of the operator web page (reaseq web); unset picks a free one."
     )
-    metrics_host: str = Field(default="127.0.0.1", description="Address every worker process's Prometheus exporter binds.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address every worker process's Prometheus exporter binds."
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=0,
@@ -77,13 +83,17 @@ class Settings(BaseSettings):
     llm_guided: bool = Field(default=True, description="Constrained decoding to each step's JSON schema.")
     llm_breaker_failures: int = Field(default=3, ge=1, description="Failed calls that open the circuit breaker.")
     llm_breaker_cooldown_s: float = Field(default=2.0, gt=0, description="First cool-down; doubles up to 60 s.")
-    prompt_version: str = Field(default="v1", description="Folder of workers/prompts to use.")
+    prompt_version: str = Field(default="v1", description="Folder of reasoning/prompts to use.")
     enrich_batch: int = Field(default=32, ge=1, description="Enrichment requests fetched per batch.")
-    interest_batch: int = Field(default=32, ge=1, description="Interest requests fetched per batch: one inference call.")
+    interest_batch: int = Field(
+        default=32, ge=1, description="Interest requests fetched per batch: one inference call."
+    )
     supervisor_backoff_max_s: float = Field(
         default=60.0, gt=0, description="The local stack restarts a process that exited after 1 s, doubling up to this."
     )
-    supervisor_stable_s: float = Field(default=60.0, gt=0, description="A process that ran this long counts as healthy again.")
+    supervisor_stable_s: float = Field(
+        default=60.0, gt=0, description="A process that ran this long counts as healthy again."
+    )
     supervisor_max_failures: int = Field(
         default=5, ge=1, description="Exits in a row without a healthy run after which a process is left down (failed)."
     )

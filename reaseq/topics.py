@@ -1,6 +1,6 @@
 """The topic catalog: every topic the system uses, with its key, policy and partitioning.
 
-Provisioning (``infra.provision``), the Faust app and the CLI all read this one list, so a topic's
+Provisioning (``kafka_adapter.provision``), the Faust app and the CLI all read this one list, so a topic's
 configuration is written once. All keyed topics share ``Settings.partitions`` so that streams and
 tables keyed the same way are co-partitioned.
 """
@@ -43,11 +43,15 @@ ITEM_FEATURES = TopicSpec("item-features", Role.STATE, "item_id", "Base item fea
 USER_FEATURES = TopicSpec("user-features", Role.STATE, "user_id", "User histories (UserFeatureUpdate).")
 KNOWLEDGE = TopicSpec("knowledge", Role.STATE, "item_id", "LLM item knowledge (KnowledgeResult).")
 INTERESTS = TopicSpec("interests", Role.STATE, "user_id", "Inferred beyond-log interests (InterestResult).")
-USER_REASONING = TopicSpec("user-reasoning", Role.STATE, "user_id", "Mined reasoning pattern filled per user (UserReasoning).")
+USER_REASONING = TopicSpec(
+    "user-reasoning", Role.STATE, "user_id", "Mined reasoning pattern filled per user (UserReasoning)."
+)
 CONTROL = TopicSpec("control", Role.STATE, "name", "Operator state, e.g. the serving state generation.", partitions=1)
 ENRICHMENT_REQUESTS = TopicSpec("enrichment-requests", Role.REQUEST, "item_id", "EnrichmentRequest.")
 INTEREST_REQUESTS = TopicSpec("interest-requests", Role.REQUEST, "user_id", "InterestRequest, debounced per user.")
-DEAD_LETTERS = TopicSpec("dead-letters", Role.DEAD_LETTER, "source key", "Rejected records, original bytes + reason headers.")
+DEAD_LETTERS = TopicSpec(
+    "dead-letters", Role.DEAD_LETTER, "source key", "Rejected records, original bytes + reason headers."
+)
 
 CATALOG: tuple[TopicSpec, ...] = (
     ITEMS,

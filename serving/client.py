@@ -1,4 +1,5 @@
-"""Client for ranking services: one call per user, over Triton's gRPC or HTTP endpoint, with timeouts and retries.
+"""Clients of Triton: the ranking client (one call per user, over gRPC or HTTP, with timeouts and retries), and the
+administrative calls that ask which ranker version is ready and load versions.
 
 Retries cover transport failures and Triton's "unavailable" answers (e.g. during a restart); a malformed request
 is not retried and raises ``RankRequestError`` with Triton's message.
@@ -15,8 +16,9 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from reaseq.contracts import RankRequest, RankResponse, RankSource, ScoredItem
+from reaseq.runfiles import TritonEndpoints
+from training.registry import MODEL_NAME
 
-MODEL_NAME = "ranker"
 OUTPUTS = ("ITEM_IDS", "SCORES", "UNKNOWN_IDS", "SOURCE", "MODEL_VERSION")
 Protocol = Literal["grpc", "http"]
 
@@ -46,7 +48,9 @@ class RankClient:
         if protocol == "grpc":
             self._client = triton_grpc.InferenceServerClient(url)
         else:
-            self._client = triton_http.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            self._client = triton_http.InferenceServerClient(
+                url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
 
     def rank(self, user_id: str, candidates: list[str] | None = None, k: int = 10) -> RankResponse:
         """Scored candidates (best first, unknown ids listed apart), or the top ``k`` when none are given."""
@@ -83,9 +87,14 @@ class RankClient:
         return self._client.infer(MODEL_NAME, inputs, outputs=outputs)
 
     def _inputs(self, request: RankRequest) -> list:
-        tensors = {"USER_ID": np.array([[request.user_id.encode()]], dtype=np.object_), "K": np.array([[request.k]], dtype=np.int32)}
+        tensors = {
+            "USER_ID": np.array([[request.user_id.encode()]], dtype=np.object_),
+            "K": np.array([[request.k]], dtype=np.int32),
+        }
         if request.candidates is not None:
-            tensors["CANDIDATES"] = np.array([[c.encode() for c in request.candidates]], dtype=np.object_).reshape(1, -1)
+            tensors["CANDIDATES"] = np.array([[c.encode() for c in request.candidates]], dtype=np.object_).reshape(
+                1, -1
+            )
         inputs = []
         for name, array in tensors.items():
             tensor = self._module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
@@ -112,3 +121,18 @@ def _parse(user_id: str, result: object) -> RankResponse:
 def _is_client_error(error: InferenceServerException) -> bool:
     status = str(error.status() or "")
     return "INVALID_ARG" in status or status == "400" or "invalid" in (error.message() or "").lower()
+
+
+def admin_client(endpoints: TritonEndpoints, timeout_s: float = 300.0) -> triton_http.InferenceServerClient:
+    return triton_http.InferenceServerClient(
+        endpoints.http_url, connection_timeout=timeout_s, network_timeout=timeout_s
+    )
+
+
+def served_version(endpoints: TritonEndpoints) -> int | None:
+    """The ranker version Triton reports ready, if any."""
+    index = admin_client(endpoints, timeout_s=5.0).get_model_repository_index()
+    ready = [
+        int(entry["version"]) for entry in index if entry.get("name") == MODEL_NAME and entry.get("state") == "READY"
+    ]
+    return max(ready, default=None)

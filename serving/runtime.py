@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from models.artifact import ModelArtifact
 from reaseq.contracts import RankRequest, RankResponse
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica
 from serving.service import RankerService
+from training.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
 

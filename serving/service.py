@@ -21,13 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.artifact import ModelArtifact
-from models.datasets import build_item_text
+from models.item_text import build_item_text
+from models.ranker_inputs import UserContext
 from models.text_encoder import TextEncoder
-from models.tiger import SemanticIdTokenizer, UserContext
+from models.tokenizer import SemanticIdTokenizer
 from reaseq.contracts import ItemFeatureUpdate, KnowledgeResult, RankRequest, RankResponse, RankSource, ScoredItem
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch
+from training.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,11 @@ class RankerService:
 
     def _set_item_vectors(self, knowledge: Mapping[str, KnowledgeResult | None]) -> None:
         """Latest knowledge vectors of rankable items, so new items' knowledge reaches the ranker too."""
-        rows = {self.index_of[item_id]: result.fused_vector for item_id, result in knowledge.items() if result and item_id in self.index_of}
+        rows = {
+            self.index_of[item_id]: result.fused_vector
+            for item_id, result in knowledge.items()
+            if result and item_id in self.index_of
+        }
         if not rows:
             return
         vectors = self.ranker.item_vectors
@@ -142,7 +147,7 @@ class RankerService:
         assigned = {}
         for key, raw in self.replica.scan(ASSIGNED):
             index, *codes = (int(part) for part in raw.decode().split(","))
-            assigned[key[len(ASSIGNED):].decode()] = (index, *codes)
+            assigned[key[len(ASSIGNED) :].decode()] = (index, *codes)
         for index, *codes in assigned.values():
             self.artifact.ids.restore(str(index), tuple(codes))
         if assigned:
@@ -228,7 +233,11 @@ class RankerService:
             if reasoning is not None and reasoning.pattern_version == self.artifact.patterns_version:
                 steps = np.asarray(reasoning.step_vectors, dtype=np.float32)
             interests = self.replica.interests(user_id) if side.beyond_log else None
-            beyond = [self.index_of[i.item_id] for i in interests.interests if i.item_id in self.index_of] if interests else []
+            beyond = (
+                [self.index_of[i.item_id] for i in interests.interests if i.item_id in self.index_of]
+                if interests
+                else []
+            )
             contexts.append(UserContext(steps, beyond))
         return contexts
 
@@ -272,8 +281,7 @@ class RankerService:
 
 
 def _interleave(first: list[str], second: list[str]) -> list[str]:
-    merged = []
+    merged: list[str] = []
     for index in range(max(len(first), len(second))):
         merged.extend(row[index] for row in (first, second) if index < len(row))
     return merged
-

@@ -1,4 +1,4 @@
-"""Builds the Faust app of one state generation: its topics, RocksDB tables and agents."""
+"""The Faust app of one state generation: its topics and RocksDB tables, which the agents of ``streams.topology`` use."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faust
-from faust.types import TopicT
+from faust.types import TableT, TopicT
 
+from kafka_adapter.clients import faust_broker_url
 from reaseq.settings import Settings
 from reaseq.topics import (
     BY_ITEM,
@@ -40,10 +41,10 @@ class StreamTopics:
 
 @dataclass(frozen=True)
 class StreamTables:
-    items: faust.Table  # item_id -> ItemState
-    pending: faust.Table  # item_id -> PendingInteractions
-    histories: faust.Table  # user_id -> UserState
-    interest_due: faust.Table  # user_id (bytes) -> history version whose trailing interest request is still to be sent
+    items: TableT  # item_id -> ItemState
+    pending: TableT  # item_id -> PendingInteractions
+    histories: TableT  # user_id -> UserState
+    interest_due: TableT  # user_id (bytes) -> history version whose trailing interest request is still to be sent
 
 
 @dataclass(frozen=True)
@@ -62,25 +63,23 @@ def worker_datadir(settings: Settings, generation: int, worker_name: str) -> Pat
     return settings.state_dir / "workers" / f"g{generation}" / worker_name
 
 
-def build_app(
+def create_app(
     settings: Settings, bootstrap: str, generation: int, worker_name: str = "w0", embedded_broker: bool = False
 ) -> StreamApp:
-    """The stream app of ``generation`` with every agent registered, not yet started.
+    """The stream app of ``generation``, its topics and tables, no agents yet (``streams.topology`` adds them).
 
-    ``embedded_broker`` selects the transport that corrects tansu's high watermarks (streams.tansu_transport).
+    ``embedded_broker`` selects the transport that corrects tansu's high watermarks (kafka_adapter.tansu_transport).
     """
-    from streams import catalog, histories, ingest  # agent modules register on the app they are given
-
     datadir = worker_datadir(settings, generation, worker_name)
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_name(generation),
-        broker=f"{'tansu' if embedded_broker else 'kafka'}://{bootstrap}",
+        broker=faust_broker_url(bootstrap, embedded_broker),
         store="rocksdb://",
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        # Topics, changelogs included, are provisioned by infra.provision; the app never creates any.
+        # Topics, changelogs included, are provisioned by kafka_adapter.provision; the app never creates any.
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
@@ -109,9 +108,14 @@ def build_app(
             internal=False,
         )
 
-    def table(name: str, key_type: type = str, use_partitioner: bool = False) -> faust.Table:
+    def table(name: str, key_type: type = str, use_partitioner: bool = False) -> TableT:
         return app.Table(
-            name, key_type=key_type, value_type=bytes, default=None, partitions=settings.partitions, use_partitioner=use_partitioner
+            name,
+            key_type=key_type,
+            value_type=bytes,
+            default=None,
+            partitions=settings.partitions,
+            use_partitioner=use_partitioner,
         )
 
     stream_app = StreamApp(
@@ -138,6 +142,4 @@ def build_app(
             interest_due=table("interest-due", key_type=bytes, use_partitioner=True),
         ),
     )
-    for module in (ingest, catalog, histories):
-        module.register(stream_app)
     return stream_app

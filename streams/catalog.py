@@ -38,9 +38,7 @@ def register(sa: StreamApp) -> None:
         raw_previous = items.get(item.item_id)
         previous = ItemState.model_validate_json(raw_previous).features if raw_previous else None
         content_hash = item.content_hash()
-        if previous is not None and (
-            previous.content_hash == content_hash or item.event_time < previous.event_time
-        ):
+        if previous is not None and (previous.content_hash == content_hash or item.event_time < previous.event_time):
             return  # unchanged, or an older version arriving late: the current state stands
         features = ItemFeatureUpdate(
             item_id=item.item_id,
@@ -58,7 +56,9 @@ def register(sa: StreamApp) -> None:
         await topics.item_features.send(key=key, value=encode(features))
         await topics.enrichment_requests.send(
             key=key,
-            value=encode(EnrichmentRequest(item_id=item.item_id, content_hash=content_hash, item=item, requested_at=utcnow())),
+            value=encode(
+                EnrichmentRequest(item_id=item.item_id, content_hash=content_hash, item=item, requested_at=utcnow())
+            ),
         )
         waiting = pending.get(item.item_id)
         if waiting is not None:
@@ -91,7 +91,7 @@ def register(sa: StreamApp) -> None:
             await join(record.interaction)
 
     @sa.app.agent(topics.by_item, name="catalog")
-    async def catalog(stream):  # type: ignore[no-untyped-def]
+    async def catalog(stream):
         async for event in stream.events():
             await guarded(sa, event, "catalog", handle)
 

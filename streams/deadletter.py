@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from faust.types import EventT
 
+from kafka_adapter.deadletters import send_dead_letter
 from reaseq.contracts import DeadLetterReason
 from reaseq.deadletters import DeadLetter
 from reaseq.metrics import DEAD_LETTERED, EVENTS_PROCESSED
@@ -24,12 +25,14 @@ log = logging.getLogger(__name__)
 async def dead_letter(sa: StreamApp, event: EventT, agent: str, reason: DeadLetterReason, detail: str) -> None:
     """Publish the event's original record to the dead-letter topic with why and where it came from."""
     message = event.message
-    record = DeadLetter(reason, detail, message.topic, message.partition, message.offset, agent, message.key, message.value)
-    log.warning(
-        "dead-lettered record",
-        extra={"agent": agent, "reason": reason.value, "topic": message.topic, "offset": message.offset},
+    letter = DeadLetter(
+        reason, detail, message.topic, message.partition, message.offset, agent, message.key, message.value
     )
-    await sa.topics.dead_letters.send(key=message.key, value=message.value, headers=record.headers())
+    await send_dead_letter(
+        sa.settings,
+        letter,
+        lambda _, key, value, headers: sa.topics.dead_letters.send(key=key, value=value, headers=headers),
+    )
     DEAD_LETTERED.labels(agent, reason.value).inc()
 
 

@@ -44,7 +44,9 @@ def register(sa: StreamApp) -> None:
         state = UserState.model_validate_json(stored) if stored else UserState()
         if not state.apply(interaction, settings.history_length, settings.dedup_window):
             return  # redelivered or replayed: already in the history
-        update = UserFeatureUpdate(user_id=user_id, version=state.version, history=state.history, as_of=state.history[-1].event_time)
+        update = UserFeatureUpdate(
+            user_id=user_id, version=state.version, history=state.history, as_of=state.history[-1].event_time
+        )
         await topics.user_features.send(key=user_id.encode(), value=encode(update))
         was_waiting = debouncer.is_waiting(user_id)
         if debouncer.offer(user_id, time.monotonic()):
@@ -56,7 +58,7 @@ def register(sa: StreamApp) -> None:
         histories[user_id] = state.model_dump_json().encode()
 
     @sa.app.agent(topics.by_user, name="histories")
-    async def histories_agent(stream):  # type: ignore[no-untyped-def]
+    async def histories_agent(stream):
         async for event in stream.events():
             await guarded(sa, event, "histories", handle)
 
@@ -71,7 +73,7 @@ def register(sa: StreamApp) -> None:
         debouncer.forget_older_than(now)
         QUEUE_DEPTH.labels("interest-debounce").set(debouncer.waiting)
 
-    @sa.app.on_partitions_revoked.connect
+    @sa.app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust accepts coroutine receivers
     async def forget_deferred_requests(app: faust.App, revoked: set[TP], **kwargs: object) -> None:
         """Faust revokes every partition on a rebalance and then recovers the tables, whose owners send what is due.
 

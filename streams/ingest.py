@@ -21,11 +21,11 @@ def register(sa: StreamApp) -> None:
         await by_item.send(key=interaction.item_id.encode(), value=encode(ByItem(interaction=interaction)))
 
     @sa.app.agent(sa.topics.items, name="ingest-items")
-    async def ingest_items(stream):  # type: ignore[no-untyped-def]
+    async def ingest_items(stream):
         async for event in stream.events():
             await guarded(sa, event, "ingest-items", route_item)
 
     @sa.app.agent(sa.topics.events, name="ingest-events")
-    async def ingest_events(stream):  # type: ignore[no-untyped-def]
+    async def ingest_events(stream):
         async for event in stream.events():
             await guarded(sa, event, "ingest-events", route_interaction)

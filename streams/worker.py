@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import faust
 
-from infra.broker import is_tansu
-from infra.provision import provision
+from kafka_adapter.clients import is_tansu
+from kafka_adapter.provision import provision
 from reaseq.logs import configure
 from reaseq.metrics import serve_metrics
 from reaseq.settings import Settings
-from streams.app import build_app
+from streams.topology import build_app
 
 
 def run_worker(settings: Settings, bootstrap: str, generation: int, name: str) -> None:

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from infra.broker import EmbeddedBroker
-from infra.provision import provision
 from infra.processes import spawn_worker, stop_process
 from infra.vllm import VLLMServer, build_tiny_model, built_env
+from kafka_adapter.provision import provision
 from reaseq.settings import Settings
 
 

@@ -7,21 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from models.knowledge import knowledge_vectors, step_text
+from infra.synthetic import generate
 from models.text_encoder import TextEncoder
 from reaseq.contracts import CatalogItem, KnowledgeChain, Season
-from reaseq.synthetic import generate
+from reasoning.agents import ChainOfAgents, InvalidOutput
+from reasoning.breaker import CircuitBreaker
+from reasoning.embedded_reasoner import EmbeddedReasoner
+from reasoning.knowledge import knowledge_vectors, step_text
+from reasoning.prompts import Message, PromptSet
 from tests.support import ANSWERS
-from workers.agents import ChainOfAgents, InvalidOutput
-from workers.breaker import CircuitBreaker
-from workers.embedded_reasoner import EmbeddedReasoner
-from workers.prompts import Message, PromptSet
 
 ITEM = CatalogItem(
     item_id="jacket-1",
@@ -29,7 +29,7 @@ ITEM = CatalogItem(
     description="A waterproof nylon shell for hiking in the rain.",
     brand="Copperleaf",
     categories=["Outdoors", "Jackets"],
-    event_time=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    event_time=datetime(2026, 1, 1, tzinfo=UTC),
 )
 
 
@@ -53,7 +53,14 @@ def run(chain: ChainOfAgents) -> tuple[KnowledgeChain, list[str]]:
 def test_chain_runs_the_roles_in_order_and_builds_a_valid_chain() -> None:
     backend = ScriptedBackend({})
     chain, remarks = run(ChainOfAgents(backend, PromptSet()))
-    assert [name for name, _ in backend.calls] == ["AttributesStep", "UsageStep", "AudienceStep", "NeedsStep", "Critique", "SummaryStep"]
+    assert [name for name, _ in backend.calls] == [
+        "AttributesStep",
+        "UsageStep",
+        "AudienceStep",
+        "NeedsStep",
+        "Critique",
+        "SummaryStep",
+    ]
     assert chain.attributes.materials == ["nylon"] and chain.usage.seasons == [Season.AUTUMN] and remarks == []
     needs_prompt = backend.calls[3][1][-1]["content"]
     assert "Trail shell jacket" in needs_prompt and '"hikers"' in needs_prompt  # later agents see earlier steps
@@ -115,9 +122,11 @@ def test_embedded_reasoner_fills_the_schema_from_the_item_text(encoder: TextEnco
     reasoner.observe(world.items)
     assert "hydrating" in reasoner.vocabulary.attributes and reasoner.vocabulary.kinds
     outcomes = asyncio.run(reasoner.reason([ITEM, *world.items[:5]]))
-    chain, remarks = outcomes[0]  # type: ignore[misc]
+    chain, _remarks = outcomes[0]  # type: ignore[misc]
     assert isinstance(chain, KnowledgeChain) and chain.attributes.materials == ["nylon"]
-    assert set(chain.attributes.attributes) <= set("trail shell jacket waterproof nylon hiking rain".split()) | {"shell"}
+    assert set(chain.attributes.attributes) <= set(
+        ["trail", "shell", "jacket", "waterproof", "nylon", "hiking", "rain"]
+    ) | {"shell"}
     assert "Trail shell jacket" in chain.summary.summary and "(0." in chain.attributes.rationale
     for item, (other, _) in zip(world.items[:5], outcomes[1:]):  # type: ignore[misc]
         assert other.needs.substitutes and item.title in other.summary.summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.batches import length_batches
+from training.batches import length_batches
 
 
 def test_every_row_once_in_batches_of_about_the_asked_targets() -> None:

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from infra.broker import EmbeddedBroker
+from infra.cli import BROKER_ANSWER_S
 from infra.ports import free_port
-from infra.provision import provision
-from infra.processes import log_tail, run_dir, spawn_async_worker, spawn_worker, stop_process
-from reaseq.cli import BROKER_ANSWER_S
-from reaseq.fuzz import Tally, fuzzed_mix, publish, wait_for
+from infra.processes import spawn_async_worker, spawn_worker, stop_process
+from kafka_adapter.provision import provision
+from reaseq.runfiles import log_tail, run_dir
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, KNOWLEDGE, topic_name
 from tests.support import TopicReader
+from tests.support.fuzz import Tally, fuzzed_mix, publish, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,7 @@ def test_one_shot_commands_fail_fast_with_a_clear_message(tmp_path: Path, comman
     env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "REASEQ_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "250"}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "reaseq.cli", *args], check=False, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "infra.cli", *args], check=False, env=env, capture_output=True, text=True, timeout=120
     )
     took = time.monotonic() - started
     assert done.returncode == 2, done.stdout + done.stderr

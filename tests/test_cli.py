@@ -10,19 +10,21 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from infra.synthetic import generate
 from reaseq.contracts import UserFeatureUpdate
 from reaseq.settings import Settings
-from reaseq.synthetic import generate
 from reaseq.topics import USER_FEATURES, topic_name
 from reaseq.wire import encode
 from tests.support import TINY_TRAINING, TopicReader, latest_by_key
 
 
 def reaseq(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "reaseq.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -46,7 +48,9 @@ def test_up_publish_status_replay_down(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state", topic_prefix=f"c{tag}.", app_id=f"cli-{tag}")
     world = generate(n_items=20, n_users=10, n_events=200, seed=3)
     items, events = tmp_path / "items.jsonl", tmp_path / "events.jsonl"
-    items.write_bytes(b"\n".join([encode(i) for i in world.items] + [b'{"schema_version": 1, "item_id": "no-title"}']) + b"\n")
+    items.write_bytes(
+        b"\n".join([encode(i) for i in world.items] + [b'{"schema_version": 1, "item_id": "no-title"}']) + b"\n"
+    )
     events.write_bytes(b"\n".join(encode(i) for i in world.interactions) + b"\n")
 
     reaseq(env, "up", "--workers", "1")
@@ -70,15 +74,18 @@ def test_up_publish_status_replay_down(tmp_path: Path) -> None:
 
         # Interactions published after a point in time: a replay from then keeps only those in the histories.
         time.sleep(1.5)
-        cut = datetime.now(timezone.utc)
+        cut = datetime.now(UTC)
         time.sleep(1.5)
-        late = generate(n_items=20, n_users=10, n_events=30, seed=4, start=datetime(2027, 1, 1, tzinfo=timezone.utc))
+        late = generate(n_items=20, n_users=10, n_events=30, seed=4, start=datetime(2027, 1, 1, tzinfo=UTC))
         events.write_bytes(b"\n".join(encode(i) for i in late.interactions) + b"\n")
         reaseq(env, "publish", "events", str(events))
         reader.wait_for(lambda rs: versions(rs) == 230)
         assert "generation 3 caught up" in reaseq(env, "replay", "--from", cut.isoformat())
         expected = Counter(i.user_id.encode() for i in late.interactions)
-        latest_versions = lambda rs: {k: UserFeatureUpdate.model_validate_json(v).version for k, v in latest_by_key(rs).items()}  # noqa: E731
+
+        def latest_versions(rs):
+            return {k: UserFeatureUpdate.model_validate_json(v).version for k, v in latest_by_key(rs).items()}
+
         # Histories of generation 3 hold only the interactions published after the cut.
         reader.wait_for(lambda rs: {k: latest_versions(rs)[k] for k in expected} == dict(expected))
     finally:
@@ -103,7 +110,18 @@ def test_up_train_promote_rank_down(tmp_path: Path) -> None:
         user = world.interactions[0].user_id
         ranked = reaseq(env, "rank", "--user", user, "--k", "3")
         assert f"{user}: model" in ranked and ranked.count("item-") == 3
-        scored = reaseq(env, "rank", "--user", user, "--candidate", world.items[0].item_id, "--candidate", "nope", "--protocol", "http")
+        scored = reaseq(
+            env,
+            "rank",
+            "--user",
+            user,
+            "--candidate",
+            world.items[0].item_id,
+            "--candidate",
+            "nope",
+            "--protocol",
+            "http",
+        )
         assert world.items[0].item_id in scored and "unknown candidates: nope" in scored
         assert "ranker version 1 ready" in reaseq(env, "status")
         assert "model version written" in reaseq(env, "train", "--from-topics", "--config", str(config))

@@ -21,14 +21,15 @@ from PIL import Image
 
 from infra.ports import free_port
 from infra.processes import spawn_async_worker, spawn_cli, stop_process
-from infra.stack import RunState, TritonProcess, save_run_state
-from infra.triton import ModelRepository, TritonServer
+from infra.synthetic import SyntheticWorld, generate
+from infra.triton import TritonServer
 from reaseq.contracts import KnowledgeChain
+from reaseq.runfiles import RunState, TritonProcess, save_run_state
 from reaseq.settings import Settings
-from reaseq.synthetic import SyntheticWorld, generate
 from tests.conftest import Spawn
 from tests.support import publish_world
 from tests.test_triton import train_tiny
+from training.registry import ModelRepository
 
 pytestmark = pytest.mark.integration
 

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from infra.provision import provision
-from models.datasets import (
-    MAX_TEXT_CHARS,
+from kafka_adapter.provision import provision
+from models.item_text import MAX_TEXT_CHARS, build_item_text
+from reaseq.contracts import CatalogItem, Interaction, InteractionKind
+from reaseq.settings import Settings
+from reaseq.topics import EVENTS, ITEMS, topic_name
+from tests.support import send, send_contracts
+from training.datasets import (
     Examples,
     SequenceData,
-    build_item_text,
     leave_one_out,
     load_dataset,
     load_from_topics,
     load_lcrec,
     load_s3rec,
 )
-from models.errors import DatasetError
-from reaseq.contracts import CatalogItem, Interaction, InteractionKind
-from reaseq.settings import Settings
-from reaseq.topics import EVENTS, ITEMS, topic_name
-from tests.support import send, send_contracts
+from training.errors import DatasetError
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def write_s3rec(folder: Path) -> Path:
@@ -49,7 +48,12 @@ def write_lcrec(folder: Path) -> tuple[Path, Path]:
                 },
                 "1": {"title": "Pipette", "description": "", "brand": "", "categories": ""},
                 "2": {"title": "Scale", "description": "word " * 300, "brand": "Precisa", "categories": "Lab"},
-                "3": {"title": "Stirrer", "description": "Quiet\n\n  motor", "brand": "Labwise", "categories": "Lab, Mixing"},
+                "3": {
+                    "title": "Stirrer",
+                    "description": "Quiet\n\n  motor",
+                    "brand": "Labwise",
+                    "categories": "Lab, Mixing",
+                },
             }
         )
     )
@@ -182,7 +186,9 @@ def test_load_from_topics_reads_dedupes_and_orders(settings: Settings) -> None:
     bootstrap = settings.kafka_bootstrap
     provision(settings, bootstrap, 1)
     items = [
-        CatalogItem(item_id="b", title="Beaker v2", brand="Kemtek", categories=["Lab"], event_time=T0 + timedelta(hours=2)),
+        CatalogItem(
+            item_id="b", title="Beaker v2", brand="Kemtek", categories=["Lab"], event_time=T0 + timedelta(hours=2)
+        ),
         CatalogItem(item_id="b", title="Beaker v1", event_time=T0 + timedelta(hours=1)),  # older version, arrives late
         CatalogItem(item_id="a", title="Atlas", description="<b>maps</b>", event_time=T0),
         CatalogItem(item_id="c", title="Compass", event_time=T0),

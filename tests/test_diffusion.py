@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
-from models.datasets import SequenceData
 from models.diffusion import DiffusionConfig, InterestDiffusion, training_windows
-from models.interest_training import InterestTrainConfig, evaluate_interests, future_split, train_interest_model
-from models.metrics import novelty, semantic_consistency, set_metrics
-from models.tiger import SemanticIdTokenizer
+from models.tokenizer import SemanticIdTokenizer
+from training.datasets import SequenceData
+from training.interest_training import InterestTrainConfig, evaluate_interests, future_split, train_interest_model
+from training.metrics import novelty, semantic_consistency, set_metrics
 
 ITEMS = 48
 STRIDE = 5  # the planted pattern: a user's next item is always the previous one plus STRIDE (mod ITEMS)
@@ -109,7 +109,9 @@ def test_the_batched_sampler_commits_what_the_definition_commits(trained, steps:
         with torch.inference_mode():
             expected = [sample_by_definition(model, history, steps) for history in histories]
         assert result.items.tolist() == [items for items, _ in expected]
-        torch.testing.assert_close(result.confidences, torch.tensor([probs for _, probs in expected]), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            result.confidences, torch.tensor([probs for _, probs in expected]), rtol=0, atol=1e-5
+        )
 
 
 def test_sampler_marks_slots_it_cannot_fill() -> None:
@@ -121,7 +123,9 @@ def test_sampler_marks_slots_it_cannot_fill() -> None:
 
 def test_training_windows_never_include_the_held_out_future() -> None:
     rng = random.Random(5)
-    sequences = {f"u{u}": [u * 30 + i for i in rng.sample(range(30), rng.randint(2, 15))] for u in range(30)}  # disjoint
+    sequences = {
+        f"u{u}": [u * 30 + i for i in rng.sample(range(30), rng.randint(2, 15))] for u in range(30)
+    }  # disjoint
     split = future_split(SequenceData([str(i) for i in range(1000)], sequences, None, "random"))
     assert len(split.users) == sum(len(s) > 2 for s in sequences.values())
     for user, history, future in zip(split.users, split.histories, split.futures, strict=True):

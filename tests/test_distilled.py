@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.tiger import (
-    EOS,
-    PAD,
-    SemanticIdTokenizer,
-    SideInputs,
-    TigerConfig,
-    TigerRanker,
-    UserContext,
-    collate,
-    collate_all,
-)
+from models.ranker_inputs import SideInputs, UserContext, collate, collate_all
+from models.tiger import TigerConfig, TigerRanker
+from models.tokenizer import EOS, PAD, SemanticIdTokenizer
 from tests.test_tiger import LEVELS, random_codes
 
 ITEMS = 40
@@ -30,7 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def config(**side: object) -> TigerConfig:
     return TigerConfig(
-        d_model=48, d_kv=16, num_heads=3, d_ff=96, num_encoder_layers=1, num_decoder_layers=1, dropout=0.0,
+        d_model=48,
+        d_kv=16,
+        num_heads=3,
+        d_ff=96,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout=0.0,
         side=SideInputs(vector_dim=DIM, max_steps=3, **side),  # type: ignore[arg-type]
     )
 
@@ -43,7 +41,9 @@ def test_layout_puts_steps_after_the_user_and_beyond_log_after_the_history() -> 
     tok = tokenizer()
     steps = np.arange(3 * DIM, dtype=np.float32).reshape(3, DIM)
     context = UserContext(steps=steps, beyond_log=[5, 6])
-    structured = collate(tok, ["u"], [[1, 2]], contexts=[context], side=config(reasoning="structured", beyond_log=True).side)
+    structured = collate(
+        tok, ["u"], [[1, 2]], contexts=[context], side=config(reasoning="structured", beyond_log=True).side
+    )
     L = len(LEVELS)
     assert structured.input_ids[0, 1:4].tolist() == [PAD] * 3 and structured.step_slots[0, :4].tolist() == [-1, 0, 1, 2]  # type: ignore[union-attr]
     assert structured.input_ids[0, 4 : 4 + L].tolist() == tok.encode_target(1)
@@ -57,29 +57,42 @@ def test_layout_puts_steps_after_the_user_and_beyond_log_after_the_history() -> 
     assert plain.input_ids[0].tolist() == tok.encode_history("u", [1, 2]) and plain.steps is None
 
 
-@pytest.mark.parametrize("side", [{}, {"reasoning": "structured", "beyond_log": True, "knowledge": True}, {"reasoning": "pooled"}])
+@pytest.mark.parametrize(
+    "side", [{}, {"reasoning": "structured", "beyond_log": True, "knowledge": True}, {"reasoning": "pooled"}]
+)
 def test_rows_of_examples_collated_once_are_the_batch_collate_builds(side: dict[str, object]) -> None:
     tok, rng = tokenizer(), random.Random(5)
     users = [f"u{index}" for index in range(50)]
     histories = [[rng.randrange(ITEMS) for _ in range(rng.randint(1, 25))] for _ in users]
     targets = [rng.randrange(ITEMS) for _ in users]
     contexts = [  # some examples without steps, some with fewer than the most
-        UserContext(None if index % 4 == 0 else np.random.default_rng(index).random((1 + index % 3, DIM), dtype=np.float32),
-                    [rng.randrange(ITEMS) for _ in range(index % 5)])
+        UserContext(
+            None if index % 4 == 0 else np.random.default_rng(index).random((1 + index % 3, DIM), dtype=np.float32),
+            [rng.randrange(ITEMS) for _ in range(index % 5)],
+        )
         for index in range(len(users))
     ]
     sides = config(**side).side
     everything = collate_all(tok, users, histories, targets, 20, contexts, sides, torch.device("cpu"), chunk=16)
     for rows in ([0, 4, 8], [3, 17, 40, 2], list(range(50))[::-1]):
-        built = collate(tok, [users[i] for i in rows], [histories[i] for i in rows], [targets[i] for i in rows], 20,
-                        [contexts[i] for i in rows], sides)
+        built = collate(
+            tok,
+            [users[i] for i in rows],
+            [histories[i] for i in rows],
+            [targets[i] for i in rows],
+            20,
+            [contexts[i] for i in rows],
+            sides,
+        )
         selected = everything.select(np.array(rows))
         for name, value in vars(built).items():
             other = getattr(selected, name)
             assert (value is None and other is None) or torch.equal(value, other), name
 
 
-def planted(count: int, seed: int, signal: np.ndarray) -> tuple[list[str], list[list[int]], list[int], list[UserContext]]:
+def planted(
+    count: int, seed: int, signal: np.ndarray
+) -> tuple[list[str], list[list[int]], list[int], list[UserContext]]:
     """The next item is random and the history says nothing about it; a step vector or the beyond-log items do."""
     rng = random.Random(seed)
     users, histories, targets, contexts = [], [], [], []
@@ -124,4 +137,6 @@ def test_side_inputs_and_item_vectors_survive_save_and_load(tmp_path: Path) -> N
     loaded = TigerRanker.load(tmp_path / "ranker", "cpu")
     assert torch.equal(loaded.item_vectors, ranker.item_vectors)
     context = [UserContext(steps=np.ones((2, DIM), dtype=np.float32), beyond_log=[3])]
-    assert torch.equal(ranker.recommend(["u"], [[1, 2]], contexts=context)[0], loaded.recommend(["u"], [[1, 2]], contexts=context)[0])
+    assert torch.equal(
+        ranker.recommend(["u"], [[1, 2]], contexts=context)[0], loaded.recommend(["u"], [[1, 2]], contexts=context)[0]
+    )

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from models.early_stopping import EarlyStopping
+from training.early_stopping import EarlyStopping
 
 
 def test_patience_counts_checks_without_a_gain_and_a_gain_resets_it() -> None:
     stopper = EarlyStopping("ndcg@10", patience=2)
-    assert [stopper.check(epoch, score) for epoch, score in enumerate([0.1, 0.3, 0.3, 0.4, 0.2], 1)] == [True, True, False, True, False]
+    assert [stopper.check(epoch, score) for epoch, score in enumerate([0.1, 0.3, 0.3, 0.4, 0.2], 1)] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
     assert not stopper.converged and stopper.best_epoch == 4
     assert not stopper.check(6, 0.35) and stopper.converged
     stopper.epochs_run = 6
     report = stopper.report()
     assert {key: report[key] for key in ("converged", "epochs_run", "best_epoch", "best_valid_ndcg@10")} == {
-        "converged": True, "epochs_run": 6, "best_epoch": 4, "best_valid_ndcg@10": 0.4,
+        "converged": True,
+        "epochs_run": 6,
+        "best_epoch": 4,
+        "best_valid_ndcg@10": 0.4,
     }
 
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 
 from infra.processes import spawn_async_worker, stop_process
+from infra.synthetic import generate
 from reaseq.contracts import DeadLetterReason, EnrichmentRequest, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.synthetic import generate
 from reaseq.topics import DEAD_LETTERS, ENRICHMENT_REQUESTS, ITEMS, KNOWLEDGE, topic_name
 from tests.conftest import Spawn
 from tests.support import TopicReader, send, send_contracts
@@ -18,7 +18,9 @@ from tests.support import TopicReader, send, send_contracts
 pytestmark = pytest.mark.integration
 
 
-def test_items_get_knowledge_once_per_content_and_bad_requests_are_dead_lettered(settings: Settings, workers: Spawn) -> None:
+def test_items_get_knowledge_once_per_content_and_bad_requests_are_dead_lettered(
+    settings: Settings, workers: Spawn
+) -> None:
     bootstrap = settings.kafka_bootstrap
     assert bootstrap
     workers("w0")
@@ -37,20 +39,36 @@ def test_items_get_knowledge_once_per_content_and_bad_requests_are_dead_lettered
             assert item.title in result.chain.summary.summary
 
         dead = TopicReader(bootstrap, topic_name(settings, DEAD_LETTERS))
-        letters = dead.wait_for(lambda rs: any(DeadLetter.from_record(r.key, r.value, r.headers).agent == "enrichment" for r in rs))
-        letter = next(l for l in (DeadLetter.from_record(r.key, r.value, r.headers) for r in letters) if l.agent == "enrichment")
+        letters = dead.wait_for(
+            lambda rs: any(DeadLetter.from_record(r.key, r.value, r.headers).agent == "enrichment" for r in rs)
+        )
+        letter = next(
+            letter
+            for letter in (DeadLetter.from_record(r.key, r.value, r.headers) for r in letters)
+            if letter.agent == "enrichment"
+        )
         assert letter.reason is DeadLetterReason.MALFORMED_JSON and letter.value == b"{not json"
 
         # The same content again is skipped; a changed item is enriched again (same partition, so in this order).
         first = items[0]
-        changed = first.model_copy(update={"title": first.title + " (2026 edition)", "event_time": first.event_time + timedelta(days=1)})
+        changed = first.model_copy(
+            update={"title": first.title + " (2026 edition)", "event_time": first.event_time + timedelta(days=1)}
+        )
         requests = [
-            EnrichmentRequest(item_id=first.item_id, content_hash=first.content_hash(), item=first, requested_at=utcnow()),
-            EnrichmentRequest(item_id=first.item_id, content_hash=changed.content_hash(), item=changed, requested_at=utcnow()),
+            EnrichmentRequest(
+                item_id=first.item_id, content_hash=first.content_hash(), item=first, requested_at=utcnow()
+            ),
+            EnrichmentRequest(
+                item_id=first.item_id, content_hash=changed.content_hash(), item=changed, requested_at=utcnow()
+            ),
         ]
         send_contracts(bootstrap, topic_name(settings, ENRICHMENT_REQUESTS), requests, lambda m: m.item_id)  # type: ignore[attr-defined]
         records = knowledge.wait_for(
-            lambda rs: any(KnowledgeResult.model_validate_json(r.value).content_hash == changed.content_hash() for r in rs if r.value)
+            lambda rs: any(
+                KnowledgeResult.model_validate_json(r.value).content_hash == changed.content_hash()
+                for r in rs
+                if r.value
+            )
         )
         assert sum(r.key == first.item_id.encode() for r in records) == 2
     finally:

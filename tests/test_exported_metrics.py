@@ -17,10 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.processes import spawn_async_worker, stop_process
+from infra.synthetic import generate
 from reaseq.contracts import Interaction, InteractionKind
 from reaseq.metrics import exporter_dir, exporters, serve_metrics
 from reaseq.settings import Settings
-from reaseq.synthetic import generate
 from reaseq.topics import DEAD_LETTERS, ENRICHMENT_REQUESTS, EVENTS, ITEMS, KNOWLEDGE, topic_name
 from tests.conftest import Spawn
 from tests.support import TopicReader, send, send_contracts
@@ -28,7 +28,12 @@ from tests.support import TopicReader, send, send_contracts
 pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-OURS = ("reaseq_events_processed_total", "reaseq_dead_letters_total", "reaseq_queue_depth", "reaseq_enrichment_latency_seconds_count")
+OURS = (
+    "reaseq_events_processed_total",
+    "reaseq_dead_letters_total",
+    "reaseq_queue_depth",
+    "reaseq_enrichment_latency_seconds_count",
+)
 
 
 def sample(name: str, value: float, **labels: str) -> Samples:
@@ -61,7 +66,12 @@ def test_workers_export_exact_counts_dead_letters_latency_and_queue_depths(setti
     world = generate(n_items=8, n_users=4, n_events=30, seed=11)
     start = world.interactions[-1].event_time
     orphans = [  # their item never arrives: they wait in the pending table
-        Interaction(user_id="user-orphan", item_id="item-unknown", kind=InteractionKind.VIEW, event_time=start + timedelta(seconds=i))
+        Interaction(
+            user_id="user-orphan",
+            item_id="item-unknown",
+            kind=InteractionKind.VIEW,
+            event_time=start + timedelta(seconds=i),
+        )
         for i in range(3)
     ]
     bad_items = [orjson.dumps({"schema_version": 1, "item_id": "no-title"})]
@@ -76,7 +86,9 @@ def test_workers_export_exact_counts_dead_letters_latency_and_queue_depths(setti
         send_contracts(bootstrap, topic_name(settings, EVENTS), world.interactions + orphans, lambda m: m.user_id)  # type: ignore[attr-defined]
         send(bootstrap, topic_name(settings, EVENTS), [(b"bad", raw) for raw in bad_events])
         send(bootstrap, topic_name(settings, ENRICHMENT_REQUESTS), [(b"broken", b"{not json")])
-        TopicReader(bootstrap, topic_name(settings, KNOWLEDGE)).wait_for(lambda rs: len({r.key for r in rs}) == len(world.items), timeout_s=90)
+        TopicReader(bootstrap, topic_name(settings, KNOWLEDGE)).wait_for(
+            lambda rs: len({r.key for r in rs}) == len(world.items), timeout_s=90
+        )
         TopicReader(bootstrap, topic_name(settings, DEAD_LETTERS)).wait_for(lambda rs: len(rs) == 5)
 
         urls = exporters(settings)
@@ -115,7 +127,9 @@ def test_an_exporter_killed_without_a_clean_exit_or_an_unreadable_port_file_is_n
         "serve_metrics(Settings(), 'killed'); os.kill(os.getpid(), signal.SIGKILL)"
     )
     env = {**{k: v for k, v in os.environ.items() if k != "REASEQ_METRICS_PORT"}, "REASEQ_STATE_DIR": str(tmp_path)}
-    assert subprocess.run([sys.executable, "-c", kill_after_serving], env=env, check=False).returncode == -signal.SIGKILL
+    assert (
+        subprocess.run([sys.executable, "-c", kill_after_serving], env=env, check=False).returncode == -signal.SIGKILL
+    )
     assert (exporter_dir(settings) / "killed.port").is_file()  # no exit handler ran
     (exporter_dir(settings) / "earlier.port").write_text("9100")  # an earlier release's bare port, no pid
     serve_metrics(settings, "alive")

@@ -8,10 +8,10 @@ import signal
 import time
 from datetime import timedelta
 
-from reaseq.fuzz import EPOCH, Mix, Tally, assigned, fuzzed_mix, publish, wait_for
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, topic_name
 from tests.conftest import Spawn
+from tests.support.fuzz import EPOCH, Mix, Tally, assigned, fuzzed_mix, publish, wait_for
 
 SIGKILL_EVENTS = 20_000
 KILL_AT = 0.3  # share of the events applied when the worker is killed

@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 
 from reaseq.contracts import CatalogItem, DeadLetterReason, Interaction
-from reaseq.fuzz import BAD_KINDS, ORPHAN_PREFIX, fuzzed_mix
 from reaseq.settings import Settings
 from reaseq.topics import ITEMS
 from reaseq.wire import ContractError, decode
+from tests.support.fuzz import BAD_KINDS, ORPHAN_PREFIX, fuzzed_mix
 
 SETTINGS = Settings(max_message_bytes=4096, pending_limit=5)
 

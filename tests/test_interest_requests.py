@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from reaseq.topics import BY_USER, EVENTS, INTEREST_REQUESTS, ITEMS, USER_FEATUR
 from tests.conftest import Spawn
 from tests.support import Record, TopicReader, send_contracts
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture

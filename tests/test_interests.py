@@ -10,12 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra.processes import spawn_async_worker, stop_process
-from infra.triton import ModelRepository
-from models.datasets import load_from_topics
-from models.store import INTERESTS_DIR
-from models.patterns import REASONING_DIR, PatternLibrary
-from models.store import ITEMS_FILE
-from models.train import TrainConfig, train
+from infra.synthetic import generate
 from reaseq.contracts import (
     CatalogItem,
     DeadLetterReason,
@@ -29,7 +24,6 @@ from reaseq.contracts import (
 )
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.synthetic import generate
 from reaseq.topics import (
     DEAD_LETTERS,
     EVENTS,
@@ -41,6 +35,8 @@ from reaseq.topics import (
     USER_REASONING,
     topic_name,
 )
+from reasoning.patterns import REASONING_DIR, PatternLibrary
+from reasoning.user_reasoner import ItemLabels
 from tests.conftest import Spawn
 from tests.support import (
     TINY_TRAINING,
@@ -51,8 +47,10 @@ from tests.support import (
     send,
     send_contracts,
 )
+from training.datasets import load_from_topics
+from training.registry import INTERESTS_DIR, ITEMS_FILE, ModelRepository
+from training.train import TrainConfig, train
 from workers.interests import interest_version
-from workers.user_reasoner import ItemLabels
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +59,9 @@ def results_of(records) -> list[InterestResult]:  # type: ignore[no-untyped-def]
     return [InterestResult.model_validate_json(r.value) for r in records if r.value]
 
 
-def test_users_get_interests_once_per_history_and_new_events_refresh_them(settings: Settings, workers: Spawn, tmp_path: Path) -> None:
+def test_users_get_interests_once_per_history_and_new_events_refresh_them(
+    settings: Settings, workers: Spawn, tmp_path: Path
+) -> None:
     bootstrap = settings.kafka_bootstrap
     assert bootstrap
     settings = settings.model_copy(update={"model_store": tmp_path / "store"})
@@ -74,9 +74,17 @@ def test_users_get_interests_once_per_history_and_new_events_refresh_them(settin
     try:
         side = {"knowledge": True, "reasoning": "structured", "beyond_log": True}  # the full distilled ranker
         fields = {"dataset": Path("topics"), **TINY_TRAINING, "ranker": {**TINY_TRAINING["ranker"], "side": side}}  # type: ignore[dict-item]
-        version = train(TrainConfig.model_validate(fields), settings.model_store, settings.state_dir, data=load_from_topics(settings, bootstrap))
+        version = train(
+            TrainConfig.model_validate(fields),
+            settings.model_store,
+            settings.state_dir,
+            data=load_from_topics(settings, bootstrap),
+        )
         pattern = PatternLibrary.load(version / REASONING_DIR)
-        final = {key.decode(): UserFeatureUpdate.model_validate_json(value) for key, value in latest_by_key(features.poll()).items()}
+        final = {
+            key.decode(): UserFeatureUpdate.model_validate_json(value)
+            for key, value in latest_by_key(features.poll()).items()
+        }
         interests = TopicReader(bootstrap, topic_name(settings, INTERESTS))
 
         def current(results: list[InterestResult]) -> bool:
@@ -88,43 +96,74 @@ def test_users_get_interests_once_per_history_and_new_events_refresh_them(settin
         for result in results:
             history = {entry.item_id for entry in final[result.user_id].history}
             assert result.interests and all(i.item_id in catalog and i.item_id not in history for i in result.interests)
-            assert [i.confidence for i in result.interests] == sorted((i.confidence for i in result.interests), reverse=True)
+            assert [i.confidence for i in result.interests] == sorted(
+                (i.confidence for i in result.interests), reverse=True
+            )
         reasoning = TopicReader(bootstrap, topic_name(settings, USER_REASONING)).wait_for(
             lambda rs: {r.key.decode() for r in rs if r.key} == users, timeout_s=60
         )
         for steps in (UserReasoning.model_validate_json(r.value) for r in reasoning if r.value):
             assert tuple(steps.structure) == pattern.best.structure and steps.pattern_version == pattern.version
-            assert len(steps.steps) == len(steps.step_vectors) == len(steps.structure) and steps.steps[-1].startswith("target:")
+            assert len(steps.steps) == len(steps.step_vectors) == len(steps.structure) and steps.steps[-1].startswith(
+                "target:"
+            )
 
         # An unchanged history is not recomputed; a bad request is dead-lettered; a new event refreshes its user.
         quiet, active = sorted(users)[:2]
         counts = {user: sum(r.user_id == user for r in results) for user in users}
-        same = InterestRequest(user_id=quiet, history_version=final[quiet].version, item_ids=[e.item_id for e in final[quiet].history], requested_at=utcnow())
+        same = InterestRequest(
+            user_id=quiet,
+            history_version=final[quiet].version,
+            item_ids=[e.item_id for e in final[quiet].history],
+            requested_at=utcnow(),
+        )
         send_contracts(bootstrap, topic_name(settings, INTEREST_REQUESTS), [same], lambda m: m.user_id)  # type: ignore[attr-defined]
-        send(bootstrap, topic_name(settings, INTEREST_REQUESTS), [(quiet.encode(), b'{"schema_version": 1, "user_id": 7}')])
+        send(
+            bootstrap,
+            topic_name(settings, INTEREST_REQUESTS),
+            [(quiet.encode(), b'{"schema_version": 1, "user_id": 7}')],
+        )
         newest = final[active].history[-1].event_time + timedelta(minutes=1)
-        event = Interaction(user_id=active, item_id=world.items[0].item_id, kind=InteractionKind.PURCHASE, event_time=newest)
+        event = Interaction(
+            user_id=active, item_id=world.items[0].item_id, kind=InteractionKind.PURCHASE, event_time=newest
+        )
         send_contracts(bootstrap, topic_name(settings, EVENTS), [event], lambda m: m.user_id)  # type: ignore[attr-defined]
-        refreshed = results_of(interests.wait_for(
-            lambda rs: any(r.user_id == active and r.history_version > final[active].version for r in results_of(rs)), timeout_s=60
-        ))
+        refreshed = results_of(
+            interests.wait_for(
+                lambda rs: any(
+                    r.user_id == active and r.history_version > final[active].version for r in results_of(rs)
+                ),
+                timeout_s=60,
+            )
+        )
         dead = TopicReader(bootstrap, topic_name(settings, DEAD_LETTERS))
-        letters = [DeadLetter.from_record(r.key, r.value, r.headers) for r in dead.wait_for(
-            lambda rs: any(DeadLetter.from_record(r.key, r.value, r.headers).agent == "interests" for r in rs)
-        )]
+        letters = [
+            DeadLetter.from_record(r.key, r.value, r.headers)
+            for r in dead.wait_for(
+                lambda rs: any(DeadLetter.from_record(r.key, r.value, r.headers).agent == "interests" for r in rs)
+            )
+        ]
         assert any(letter.agent == "interests" and letter.reason is DeadLetterReason.INVALID for letter in letters)
         assert sum(r.user_id == quiet for r in refreshed) == counts[quiet]
 
         # An item published after training counts in a user's reasoning steps once its knowledge is out.
-        late = CatalogItem(item_id="late-item", title="Stormproof trail shell", categories=["Outdoor"], event_time=utcnow())
+        late = CatalogItem(
+            item_id="late-item", title="Stormproof trail shell", categories=["Outdoor"], event_time=utcnow()
+        )
         knowledge = knowledge_result(late.item_id, 0.1)
         send_contracts(bootstrap, topic_name(settings, ITEMS), [late], lambda m: m.item_id)  # type: ignore[attr-defined]
         send_contracts(bootstrap, topic_name(settings, KNOWLEDGE), [knowledge], lambda m: m.item_id)  # type: ignore[attr-defined]
-        TopicReader(bootstrap, topic_name(settings, ITEM_FEATURES)).wait_for(lambda rs: any(r.key == b"late-item" for r in rs))
+        TopicReader(bootstrap, topic_name(settings, ITEM_FEATURES)).wait_for(
+            lambda rs: any(r.key == b"late-item" for r in rs)
+        )
         time.sleep(2.0)  # the worker follows item features and knowledge on its own; give it a moment
-        request = InterestRequest(user_id="late-user", history_version=1, item_ids=[late.item_id], requested_at=utcnow())
+        request = InterestRequest(
+            user_id="late-user", history_version=1, item_ids=[late.item_id], requested_at=utcnow()
+        )
         send_contracts(bootstrap, topic_name(settings, INTEREST_REQUESTS), [request], lambda m: m.user_id)  # type: ignore[attr-defined]
-        steps_of = TopicReader(bootstrap, topic_name(settings, USER_REASONING)).wait_for(lambda rs: any(r.key == b"late-user" for r in rs))
+        steps_of = TopicReader(bootstrap, topic_name(settings, USER_REASONING)).wait_for(
+            lambda rs: any(r.key == b"late-user" for r in rs)
+        )
         steps = UserReasoning.model_validate_json(latest_by_key(steps_of)[b"late-user"])
         known = {label for names in ItemLabels.labels_of(knowledge.chain).values() for label in names} | {late.title}
         assert all(any(label in text for label in known) for text in steps.steps[:-1]), steps.steps

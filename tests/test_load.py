@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from reaseq.fuzz import LOAD_LIMITS, load_mix, run_mix
 from reaseq.settings import Settings
 from tests.conftest import Spawn
+from tests.support.fuzz import LOAD_LIMITS, load_mix, run_mix
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.metrics import (
+from training.metrics import (
     MetricAccumulator,
     full_ranking_metrics,
     ranked_list_metrics,

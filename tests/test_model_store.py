@@ -1,5 +1,5 @@
 """Model versions appear whole or not at all, and the processes that read the store survive what they find there:
-unit tests of ``models.store``, then a real interest worker and a real ``reaseq serve`` against a store that a
+unit tests of ``training.registry``, then a real interest worker and a real ``reaseq serve`` against a store that a
 version is written into step by step."""
 
 from __future__ import annotations
@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from infra.processes import run_dir, spawn_async_worker, spawn_cli, stop_process
-from infra.provision import provision
-from infra.triton import ModelRepository, TritonEndpoints, admin_client, endpoints_for, port_env, wait_ready
-from models.store import (
+from infra.processes import spawn_async_worker, spawn_cli, stop_process
+from infra.triton import endpoints_for, port_env, wait_ready
+from kafka_adapter.provision import provision
+from reaseq.contracts import InterestRequest, InterestResult, utcnow
+from reaseq.runfiles import TritonEndpoints, run_dir
+from reaseq.settings import Settings
+from reaseq.topics import INTEREST_REQUESTS, INTERESTS, topic_name
+from serving.client import admin_client
+from tests.support import TINY_TRAINING, TopicReader, send_contracts
+from tests.test_train import write_lcrec
+from training.registry import (
     INTERESTS_DIR,
     ITEMS_FILE,
+    ModelRepository,
     has_interest_model,
     is_version,
     list_versions,
@@ -25,12 +33,7 @@ from models.store import (
     stage_version,
     version_of,
 )
-from models.train import TrainConfig, train
-from reaseq.contracts import InterestRequest, InterestResult, utcnow
-from reaseq.settings import Settings
-from reaseq.topics import INTEREST_REQUESTS, INTERESTS, topic_name
-from tests.support import TINY_TRAINING, TopicReader, send_contracts
-from tests.test_train import write_lcrec
+from training.train import TrainConfig, train
 
 STEP_S = 0.4  # between two files of a version being written: readers poll every 2 s
 
@@ -53,16 +56,17 @@ def test_a_staged_version_is_listed_only_once_committed(tmp_path: Path) -> None:
     assert list_versions(tmp_path / "store") == [final] and not staging.exists()
     assert newest_version(tmp_path / "store", having=has_interest_model) == final
     assert version_of(final) == "D/20260101T000000Z-a"
-    with pytest.raises(FileExistsError):  # a version is never written over
-        with stage_version(final):
-            pass
+    with pytest.raises(FileExistsError), stage_version(final):  # a version is never written over
+        pass
 
 
 def test_an_exception_inside_the_stage_leaves_nothing_behind(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="training failed"):
-        with stage_version(tmp_path / "store" / "D" / "20260101T000000Z-a") as staging:
-            fake_version(staging)
-            raise RuntimeError("training failed")
+    with (
+        pytest.raises(RuntimeError, match="training failed"),
+        stage_version(tmp_path / "store" / "D" / "20260101T000000Z-a") as staging,
+    ):
+        fake_version(staging)
+        raise RuntimeError("training failed")
     assert list((tmp_path / "store" / "D").iterdir()) == []
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -32,7 +32,7 @@ from reaseq.topics import (
 from tests.conftest import Spawn
 from tests.support import TopicReader, latest_by_key, send, send_contracts
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def item(item_id: str, title: str, seconds: int = 0) -> CatalogItem:
 
 
 def click(user: str, item_id: str, seconds: int) -> Interaction:
-    return Interaction(user_id=user, item_id=item_id, kind=InteractionKind.CLICK, event_time=T0 + timedelta(seconds=seconds))
+    return Interaction(
+        user_id=user, item_id=item_id, kind=InteractionKind.CLICK, event_time=T0 + timedelta(seconds=seconds)
+    )
 
 
 def test_topics_are_provisioned_with_their_policies(settings: Settings, workers: Spawn) -> None:
@@ -100,7 +102,9 @@ def test_items_and_events_reach_state_and_outputs(settings: Settings, workers: S
     enrichment = TopicReader(bootstrap, topic_name(settings, ENRICHMENT_REQUESTS)).wait_for(lambda rs: len(rs) >= 3)
     requested = sorted(EnrichmentRequest.model_validate_json(r.value).item_id for r in enrichment)
     assert requested == ["i1", "i2", "i3"]  # one per distinct content, none for the unchanged or older copies
-    features = latest_by_key(TopicReader(bootstrap, topic_name(settings, ITEM_FEATURES)).wait_for(lambda rs: len(rs) >= 3))
+    features = latest_by_key(
+        TopicReader(bootstrap, topic_name(settings, ITEM_FEATURES)).wait_for(lambda rs: len(rs) >= 3)
+    )
     assert orjson.loads(features[b"i2"])["title"] == "Blue hat"
 
     interests = TopicReader(bootstrap, topic_name(settings, INTEREST_REQUESTS)).wait_for(

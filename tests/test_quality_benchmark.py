@@ -14,8 +14,8 @@ from PIL import Image
 from benchmarks.combine_seeds import combine
 from benchmarks.plots import write_quality_plots
 from benchmarks.quality import dataset_folder, semantic_id_source, skipped_models
-from models.errors import DatasetError
-from models.train import VARIANTS, TrainConfig
+from training.errors import DatasetError
+from training.train import VARIANTS, TrainConfig
 
 
 def s3rec_folder(folder: Path, text: bool, index: bool) -> Path:
@@ -24,7 +24,9 @@ def s3rec_folder(folder: Path, text: bool, index: bool) -> Path:
     if text:
         (folder / "Mine.item.json").write_bytes(orjson.dumps({str(i): {"title": f"item {i + 1}"} for i in range(3)}))
     if index:
-        (folder / "Mine.rqvae-index.json").write_bytes(orjson.dumps({str(i): ["<a_1>", "<b_2>", f"<c_{i}>"] for i in range(3)}))
+        (folder / "Mine.rqvae-index.json").write_bytes(
+            orjson.dumps({str(i): ["<a_1>", "<b_2>", f"<c_{i}>"] for i in range(3)})
+        )
     return folder
 
 
@@ -34,18 +36,29 @@ def test_any_folder_is_measured_by_whether_its_items_have_text(tmp_path: Path) -
     assert skipped_models(TrainConfig(dataset=with_text), list(VARIANTS)) == {}
     published = s3rec_folder(tmp_path / "ids", text=False, index=True)
     assert semantic_id_source(published) == "published"
-    assert set(skipped_models(TrainConfig(dataset=published), list(VARIANTS))) == {"knowledge", "cot_pooled", "cot_structured", "full"}
-    with pytest.raises(DatasetError, match="no text .* no \\*\\.rqvae-index\\.json"):
+    assert set(skipped_models(TrainConfig(dataset=published), list(VARIANTS))) == {
+        "knowledge",
+        "cot_pooled",
+        "cot_structured",
+        "full",
+    }
+    with pytest.raises(DatasetError, match=r"no text .* no \*\.rqvae-index\.json"):
         semantic_id_source(s3rec_folder(tmp_path / "bare", text=False, index=False))
     with pytest.raises(DatasetError, match="neither one of"):
         dataset_folder(str(tmp_path / "missing"), tmp_path)
 
 
 def test_the_pictures_show_each_rows_curve_and_interval(tmp_path: Path) -> None:
-    history = [{"epoch": e, "loss": 1.0 / e, "wall_s": 30.0 * e, **({"valid": {"ndcg@10": 0.01 * e}} if e % 2 == 0 else {})} for e in range(1, 9)]
+    history = [
+        {"epoch": e, "loss": 1.0 / e, "wall_s": 30.0 * e, **({"valid": {"ndcg@10": 0.01 * e}} if e % 2 == 0 else {})}
+        for e in range(1, 9)
+    ]
     result = {
         "dataset": "mine",
-        "runs": {"tiger": {"history": history, "converged": True}, "full": {"history": history[:4], "converged": False}},
+        "runs": {
+            "tiger": {"history": history, "converged": True},
+            "full": {"history": history[:4], "converged": False},
+        },
         "rows": [
             {"name": "tiger", "ndcg@10": 0.02, "ndcg@10_ci95": [0.015, 0.025]},
             {"name": "full", "ndcg@10": 0.03, "ndcg@10_ci95": [0.024, 0.036]},
@@ -62,12 +75,28 @@ def test_the_pictures_show_each_rows_curve_and_interval(tmp_path: Path) -> None:
 def fake_result(seed: int, tiger: float, full: float, gain_ci: list[float]) -> dict[str, object]:
     figures = lambda ndcg: {"recall@5": ndcg, "ndcg@5": ndcg, "recall@10": 2 * ndcg, "ndcg@10": ndcg}  # noqa: E731
     return {
-        "dataset": "amazon-scientific", "size": "compact", "epochs": 200, "eval_every": 1, "interest_epochs": 30, "encoder": "m",
-        "learning_rate": {}, "train_minutes": None, "interest_minutes": 0, "gpu": None, "machine": "x", "partial": False,
+        "dataset": "amazon-scientific",
+        "size": "compact",
+        "epochs": 200,
+        "eval_every": 1,
+        "interest_epochs": 30,
+        "encoder": "m",
+        "learning_rate": {},
+        "train_minutes": None,
+        "interest_minutes": 0,
+        "gpu": None,
+        "machine": "x",
+        "partial": False,
         "seeds": {"training": seed, "ranker_weights": seed},
-        "rows": [{"name": "tiger", **figures(tiger)}, {"name": "full", **figures(full)}, {"name": "published", **figures(0.5)}],
+        "rows": [
+            {"name": "tiger", **figures(tiger)},
+            {"name": "full", **figures(full)},
+            {"name": "published", **figures(0.5)},
+        ],
         "runs": {"tiger": {"converged": True}, "full": {"converged": True}},
-        "gains": [{"row": "full", "baseline": "tiger", "metric": "ndcg@10", "relative": full / tiger - 1, "ci95": gain_ci}],
+        "gains": [
+            {"row": "full", "baseline": "tiger", "metric": "ndcg@10", "relative": full / tiger - 1, "ci95": gain_ci}
+        ],
     }
 
 
@@ -80,7 +109,10 @@ def test_seeds_combine_into_means_spreads_and_each_seeds_interval() -> None:
     assert published == {"name": "published", "recall@5": 0.5, "ndcg@5": 0.5, "recall@10": 1.0, "ndcg@10": 0.5}
     (gain,) = combined["gains"]
     assert gain["relative"] == pytest.approx((0.2 + 0.1) / 2)
-    assert gain["per_seed"] == [{"seed": 42, "relative": pytest.approx(0.2), "ci95": [0.1, 0.3]}, {"seed": 7, "relative": pytest.approx(0.1), "ci95": [0.02, 0.2]}]
+    assert gain["per_seed"] == [
+        {"seed": 42, "relative": pytest.approx(0.2), "ci95": [0.1, 0.3]},
+        {"seed": 7, "relative": pytest.approx(0.1), "ci95": [0.02, 0.2]},
+    ]
     with pytest.raises(ValueError, match="a seed twice"):
         combine([fake_result(7, 0.02, 0.024, [0.1, 0.3]), fake_result(7, 0.03, 0.033, [0.02, 0.2])])
 
@@ -89,16 +121,39 @@ def test_a_preset_sets_the_run_and_a_flag_still_wins(tmp_path: Path) -> None:
     folder = tmp_path / "Mine"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    (folder / "Mine.txt").write_text("".join(f"{user} {' '.join(map(str, rng.integers(1, 21, 6)))}\n" for user in range(1, 41)))
+    (folder / "Mine.txt").write_text(
+        "".join(f"{user} {' '.join(map(str, rng.integers(1, 21, 6)))}\n" for user in range(1, 41))
+    )
     codes = {str(i): [f"<a_{i % 4}>", f"<b_{i // 4}>", "<c_0>"] for i in range(20)}
     (folder / "Mine.rqvae-index.json").write_bytes(orjson.dumps(codes))
-    command = [sys.executable, "-m", "benchmarks.quality", "--datasets", str(folder), "--models", "tiger", "beyond_log",
-               "--preset", "beauty-tiny", "--epochs", "1", "--out", str(tmp_path / "store"), "--state", str(tmp_path / "state"),
-               "--results", str(tmp_path / "results")]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.quality",
+        "--datasets",
+        str(folder),
+        "--models",
+        "tiger",
+        "beyond_log",
+        "--preset",
+        "beauty-tiny",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "store"),
+        "--state",
+        str(tmp_path / "state"),
+        "--results",
+        str(tmp_path / "results"),
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     result = orjson.loads((tmp_path / "results" / "quality-Mine.json").read_bytes())
-    assert result["preset"] == "beauty-tiny" and result["history_attention"] == "causal" and result["batch_size"] == 1024
+    assert (
+        result["preset"] == "beauty-tiny" and result["history_attention"] == "causal" and result["batch_size"] == 1024
+    )
     assert result["epochs"] == 1  # the flag, over the preset's 2
     run = result["runs"]["tiger"]
+    ranker = orjson.loads((Path(run["model_version"]) / "ranker" / "config.json").read_bytes())
+    assert result["user_buckets"] == 1 and ranker["tokenizer"]["num_user_buckets"] == 1  # the preset reaches the model
     assert run["epochs_run"] == 1 and run["converged"] is False and 0 < run["validation_share"] < 1
     assert result["skipped"] == {"beyond_log": "causal history attention takes no per-example side inputs"}

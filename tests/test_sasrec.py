@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from models.datasets import SequenceData, leave_one_out
-from models.sasrec import SASRecConfig, left_pad, train_sasrec
+from training.datasets import SequenceData, leave_one_out
+from training.sasrec import SASRecConfig, left_pad, train_sasrec
 
 ITEMS = 40
 
@@ -27,7 +27,9 @@ def cyclic_data(users: int, seed: int) -> SequenceData:
 def test_sasrec_learns_a_planted_pattern(loss: str) -> None:
     torch.set_num_threads(1)
     data = cyclic_data(300, seed=1)
-    config = SASRecConfig(hidden=32, dropout=0.1, max_length=12, loss=loss, epochs=30, eval_every=10, batch_size=64, learning_rate=5e-3)
+    config = SASRecConfig(
+        hidden=32, dropout=0.1, max_length=12, loss=loss, epochs=30, eval_every=10, batch_size=64, learning_rate=5e-3
+    )
     model, result = train_sasrec(data, leave_one_out(data, config.max_length), config)
     assert result["test"]["recall@10"] > 0.9  # random ranking of 40 items gives 0.25
     assert result["history"][0]["epoch"] == 10

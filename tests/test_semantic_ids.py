@@ -154,7 +154,9 @@ def test_published_ids(tmp_path: Path) -> None:
         load_published_ids(path)
 
 
-def test_restore_reapplies_assignments_and_refuses_clashes(model: RQVAE, clustered: tuple[np.ndarray, np.ndarray]) -> None:
+def test_restore_reapplies_assignments_and_refuses_clashes(
+    model: RQVAE, clustered: tuple[np.ndarray, np.ndarray]
+) -> None:
     points, _ = clustered
     original = SemanticIdTable.build(model, points[:100])
     late = original.assign_new("late", points[150])

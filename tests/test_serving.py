@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.artifact import ModelArtifact
+from models.ranker_inputs import SideInputs
 from models.rqvae import RQVAEConfig, train_rqvae
 from models.semantic_ids import SemanticIdTable
-from models.store import ITEMS_FILE
-from models.tiger import SemanticIdTokenizer, SideInputs, TigerConfig, TigerRanker
+from models.tiger import TigerConfig, TigerRanker
+from models.tokenizer import SemanticIdTokenizer
 from reaseq.contracts import (
     HistoryEntry,
     InteractionKind,
@@ -28,8 +28,10 @@ from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch, _new_entries
 from serving.service import RankerService
 from tests.support import knowledge_result
+from training.artifact import ModelArtifact
+from training.registry import ITEMS_FILE
 
-T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
 ITEMS = 40
 
 
@@ -38,9 +40,13 @@ def build_model(directory: Path, side: SideInputs) -> Path:
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(ITEMS, 384)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    ids = SemanticIdTable.build(train_rqvae(embeddings, RQVAEConfig(codebook_size=8, epochs=5), seed=0, device="cpu"), embeddings)
+    ids = SemanticIdTable.build(
+        train_rqvae(embeddings, RQVAEConfig(codebook_size=8, epochs=5), seed=0, device="cpu"), embeddings
+    )
     tokenizer = SemanticIdTokenizer({int(k): v for k, v in ids.ids.items()}, ids.codes_per_level, num_user_buckets=10)
-    config = TigerConfig(d_model=32, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1, side=side)
+    config = TigerConfig(
+        d_model=32, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1, side=side
+    )
     ranker = TigerRanker(tokenizer, config, device="cpu")
     if side.knowledge:
         ranker.set_item_vectors(torch.zeros(ITEMS, side.vector_dim))
@@ -62,13 +68,25 @@ def open_service(model_dir: Path, replica_path: Path) -> RankerService:
 
 
 def history(user: str, items: list[str], version: int) -> UserFeatureUpdate:
-    entries = [HistoryEntry(item_id=i, kind=InteractionKind.CLICK, event_time=T0 + timedelta(seconds=n)) for n, i in enumerate(items)]
+    entries = [
+        HistoryEntry(item_id=i, kind=InteractionKind.CLICK, event_time=T0 + timedelta(seconds=n))
+        for n, i in enumerate(items)
+    ]
     return UserFeatureUpdate(user_id=user, version=version, history=entries, as_of=entries[-1].event_time)
 
 
 def item(item_id: str, title: str, seconds: int) -> ItemFeatureUpdate:
     when = T0 + timedelta(seconds=seconds)
-    return ItemFeatureUpdate(item_id=item_id, content_hash=item_id, title=title, brand=None, categories=["x"], price=None, event_time=when, first_seen=when)
+    return ItemFeatureUpdate(
+        item_id=item_id,
+        content_hash=item_id,
+        title=title,
+        brand=None,
+        categories=["x"],
+        price=None,
+        event_time=when,
+        first_seen=when,
+    )
 
 
 offsets = itertools.count(1)
@@ -76,7 +94,9 @@ offsets = itertools.count(1)
 
 def batch(**records: dict) -> FetchedBatch:
     return FetchedBatch(
-        items=records.get("items", {}), users=records.get("users", {}), knowledge=records.get("knowledge", {}),
+        items=records.get("items", {}),
+        users=records.get("users", {}),
+        knowledge=records.get("knowledge", {}),
         positions={("features", 0): next(offsets)},
     )
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from reaseq.contracts import Interaction, InteractionKind
 from streams.debounce import Debouncer
 from streams.state import PendingInteractions, UserState
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def event(item: str, seconds: int, user: str = "u1") -> Interaction:
-    return Interaction(user_id=user, item_id=item, kind=InteractionKind.VIEW, event_time=T0 + timedelta(seconds=seconds))
+    return Interaction(
+        user_id=user, item_id=item, kind=InteractionKind.VIEW, event_time=T0 + timedelta(seconds=seconds)
+    )
 
 
 def test_history_is_idempotent_ordered_and_bounded() -> None:

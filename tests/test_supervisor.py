@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from infra.processes import pid_alive
-from infra.supervisor import ComponentSpec, Supervisor, last_error, read_report, want
+from infra.supervisor import Supervisor, last_error
+from reaseq.runfiles import ComponentSpec, pid_alive, read_report, want
 from reaseq.settings import Settings
 from tests.test_cli import isolated_env, reaseq
 
@@ -61,7 +61,9 @@ def test_a_component_no_longer_wanted_is_stopped(tmp_path: Path) -> None:
 def test_last_error_reads_json_records_and_tracebacks(tmp_path: Path) -> None:
     log = tmp_path / "w.log"
     record = {"level": "error", "msg": "worker crashed", "exc": "Traceback ...\nKeyError: 'x'"}
-    log.write_text("\n".join(["plain start-up line", json.dumps(record), json.dumps({"level": "info", "msg": "fine"})]) + "\n")
+    log.write_text(
+        "\n".join(["plain start-up line", json.dumps(record), json.dumps({"level": "info", "msg": "fine"})]) + "\n"
+    )
     assert last_error(log) == "worker crashed: KeyError: 'x'"
     log.write_text("Traceback (most recent call last):\n  File x\nFileNotFoundError: config.json\n")
     assert last_error(log) == "FileNotFoundError: config.json"
@@ -89,7 +91,14 @@ def test_a_killed_stack_process_comes_back_and_a_gone_one_is_shown_down(tmp_path
     try:
         before = _report(state_dir)["interests"]["pid"]
         os.kill(before, signal.SIGKILL)
-        _wait(lambda: _report(state_dir)["interests"]["restarts"] == 1 and _report(state_dir)["interests"]["state"] == "running", 30, "the interest worker restarted")
+        _wait(
+            lambda: (
+                _report(state_dir)["interests"]["restarts"] == 1
+                and _report(state_dir)["interests"]["state"] == "running"
+            ),
+            30,
+            "the interest worker restarted",
+        )
         interests = _report(state_dir)["interests"]
         assert interests["pid"] != before and interests["exit_code"] == -signal.SIGKILL
         status = reaseq(env, "status")  # exits 0: every process runs again
@@ -99,7 +108,9 @@ def test_a_killed_stack_process_comes_back_and_a_gone_one_is_shown_down(tmp_path
         run = json.loads((state_dir / "run" / "stack.json").read_text())
         os.kill(run["supervisor_pid"], signal.SIGKILL)
         os.kill(_report(state_dir)["enrich"]["pid"], signal.SIGKILL)
-        done = subprocess.run([sys.executable, "-m", "reaseq.cli", "status"], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "status"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 1, done.stdout + done.stderr
         assert "down: enrich, supervisor" in done.stdout, done.stdout
         url = run["web"]["url"]
@@ -107,7 +118,10 @@ def test_a_killed_stack_process_comes_back_and_a_gone_one_is_shown_down(tmp_path
         def enrichment_down() -> bool:
             with urllib.request.urlopen(f"{url}api/health", timeout=10) as response:
                 components = {c["name"]: c for c in json.loads(response.read())["components"]}
-            return components.get("enrichment worker", {}).get("state") == "down" and components.get("supervisor", {}).get("state") == "down"
+            return (
+                components.get("enrichment worker", {}).get("state") == "down"
+                and components.get("supervisor", {}).get("state") == "down"
+            )
 
         _wait(enrichment_down, 30, "the page shows the enrichment worker and the supervisor down")
     finally:

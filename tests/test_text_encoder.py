@@ -55,9 +55,7 @@ def test_cache_keys_depend_on_the_model(tmp_path: Path) -> None:
 def test_encoding_waits_while_another_process_holds_the_cache(tmp_path: Path) -> None:
     cache = cache_dir_for(tmp_path, DEFAULT_MODEL)
     TextEncoder(cache_dir=cache, device="cpu").encode(TEXTS[:1])
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_CACHE, str(cache)], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CACHE, str(cache)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
 
     started = time.monotonic()

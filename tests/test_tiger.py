@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.batches import length_batches
-from models.tiger import EOS, PAD, SemanticIdTokenizer, SideInputs, TigerBatch, TigerConfig, TigerRanker, collate
+from models.ranker_inputs import SideInputs, TigerBatch, collate
+from models.tiger import TigerConfig, TigerRanker
+from models.tokenizer import EOS, PAD, SemanticIdTokenizer
 from models.trie import CodeTrie
+from training.batches import length_batches
 
 LEVELS = [8, 8, 8]
 NUM_ITEMS = 60
-SMALL = TigerConfig(
-    d_model=64, d_kv=16, num_heads=4, d_ff=128, num_encoder_layers=2, num_decoder_layers=2, dropout=0.0
-)
+SMALL = TigerConfig(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_encoder_layers=2, num_decoder_layers=2, dropout=0.0)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,7 +128,7 @@ def test_recommend_pads_small_catalogs_and_excludes_history() -> None:
 def test_score_matches_teacher_forcing_and_beam_scores(ranker: TigerRanker) -> None:
     users, histories = requests(4, seed=4)
     items, beam_scores = ranker.recommend(users, histories, k=10, beam_size=20)
-    candidates = [row + [10_000] for row in items.tolist()]  # 10_000 is not an item
+    candidates = [[*row, 10000] for row in items.tolist()]  # 10_000 is not an item
     scored = ranker.score(users, histories, candidates)
     for row, beam_row in zip(scored, beam_scores):
         assert torch.allclose(row[:-1], beam_row, atol=1e-4)
@@ -218,7 +218,11 @@ def test_save_load_round_trip(ranker: TigerRanker, tmp_path: Path) -> None:
 def test_add_items_makes_late_items_rankable_and_keeps_old_ones(tokenizer: SemanticIdTokenizer) -> None:
     ranker = TigerRanker(tokenizer, SMALL, device="cpu")
     taken = set(tokenizer.item_codes.values())
-    late = {NUM_ITEMS + n: codes for n, codes in enumerate(c for c in itertools.product(range(8), repeat=3) if c not in taken) if n < 2}
+    late = {
+        NUM_ITEMS + n: codes
+        for n, codes in enumerate(c for c in itertools.product(range(8), repeat=3) if c not in taken)
+        if n < 2
+    }
     before = ranker.score(["u"], [[1, 2]], [[0, 5]])[0]
     assert torch.isinf(ranker.score(["u"], [[1, 2]], [[NUM_ITEMS]])[0]).all()
     ranker.add_items({**late, 0: (9, 9, 9)})  # an existing index keeps its codes
@@ -270,7 +274,10 @@ def test_one_pass_trains_every_target_as_its_own_prefix_example_would(tokenizer:
             end = len(sequence)
             while end > 1:
                 start = max(0, end - CAUSAL.max_history - 1)
-                each += [ranker.loss(ranker.batch([user], [sequence[start:at]], [sequence[at]])).item() for at in range(start + 1, end)]
+                each += [
+                    ranker.loss(ranker.batch([user], [sequence[start:at]], [sequence[at]])).item()
+                    for at in range(start + 1, end)
+                ]
                 end = start + 1
     assert one_pass == pytest.approx(sum(each) / len(each), abs=1e-5)
     # a row selection trims to the selected windows' own targets
@@ -278,7 +285,9 @@ def test_one_pass_trains_every_target_as_its_own_prefix_example_would(tokenizer:
     assert examples.select(np.array([short])).labels.shape == (1, 1, len(LEVELS))
 
 
-def test_causal_history_attention_reads_no_later_item_and_takes_no_per_example_side_inputs(tokenizer: SemanticIdTokenizer) -> None:
+def test_causal_history_attention_reads_no_later_item_and_takes_no_per_example_side_inputs(
+    tokenizer: SemanticIdTokenizer,
+) -> None:
     ranker = TigerRanker(tokenizer, CAUSAL.model_copy(update={"max_history": 20}), device="cpu")
     batch = ranker.batch(["u"], [[1, 2, 3]])
     assert EOS not in batch.input_ids[0].tolist() and batch.slots is not None
@@ -296,7 +305,10 @@ def test_one_pass_training_learns_a_planted_pattern(tokenizer: SemanticIdTokeniz
     torch.manual_seed(0)
     ranker = TigerRanker(tokenizer, CAUSAL.model_copy(update={"max_history": 6}), device="cpu")
     rng = random.Random(8)
-    sequences = {f"cycle-{n}": [(start + step) % NUM_ITEMS for step in range(rng.randint(3, 9))] for n, start in enumerate(rng.choices(range(NUM_ITEMS), k=300))}
+    sequences = {
+        f"cycle-{n}": [(start + step) % NUM_ITEMS for step in range(rng.randint(3, 9))]
+        for n, start in enumerate(rng.choices(range(NUM_ITEMS), k=300))
+    }
     examples = ranker.training_examples(*prefix_examples(sequences, 6))
     rng = np.random.default_rng(0)
     epochs = (length_batches(examples.lengths, examples.target_counts, 64, rng) for _ in range(25))

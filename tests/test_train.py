@@ -13,20 +13,21 @@ import pytest
 import torch
 from pytest import approx
 
-from models.datasets import Examples, load_dataset
+from infra.synthetic import generate
 from models.diffusion import InterestDiffusion
-from models.errors import ConfigError, DatasetError
-from models.distillation import item_knowledge
-from models.knowledge import enriched_text
-from models.metrics import metric_values
-from models.patterns import REASONING_DIR, PatternLibrary
 from models.semantic_ids import SemanticIdTable
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
-from models.tiger import SemanticIdTokenizer, TigerRanker
-from models.train import TEST_RANKS_FILE, TrainConfig, config_from, evaluate, train
-from reaseq.synthetic import generate
+from models.tiger import TigerRanker
+from models.tokenizer import SemanticIdTokenizer
+from reasoning.knowledge import enriched_text
+from reasoning.patterns import REASONING_DIR, PatternLibrary
+from reasoning.user_reasoner import STRUCTURES, WINDOWS
 from tests.support import TINY_TRAINING
-from workers.user_reasoner import STRUCTURES, WINDOWS
+from training.datasets import Examples, load_dataset
+from training.distillation import item_knowledge
+from training.errors import ConfigError, DatasetError
+from training.metrics import metric_values
+from training.train import TEST_RANKS_FILE, TrainConfig, config_from, evaluate, train
 
 
 def write_lcrec(folder: Path, n_items: int, n_users: int, n_events: int) -> None:
@@ -37,7 +38,12 @@ def write_lcrec(folder: Path, n_items: int, n_users: int, n_events: int) -> None
     for interaction in world.interactions:
         sequences.setdefault(str(int(interaction.user_id.split("-")[1])), []).append(index[interaction.item_id])
     items = {
-        str(i): {"title": it.title, "description": it.description, "brand": it.brand or "", "categories": ",".join(it.categories)}
+        str(i): {
+            "title": it.title,
+            "description": it.description,
+            "brand": it.brand or "",
+            "categories": ",".join(it.categories),
+        }
         for i, it in enumerate(world.items)
     }
     folder.mkdir()
@@ -54,7 +60,9 @@ def test_training_writes_a_loadable_versioned_model(tmp_path: Path) -> None:
     assert set(metrics["test"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
     assert metrics["users"] == 60 and metrics["items"] == 120
     ranks = np.load(version / TEST_RANKS_FILE)  # one per test user, and they give the reported figures
-    assert ranks.shape == (60,) and metric_values(torch.from_numpy(ranks))["ndcg@10"].mean().item() == approx(metrics["test"]["ndcg@10"])
+    assert ranks.shape == (60,) and metric_values(torch.from_numpy(ranks))["ndcg@10"].mean().item() == approx(
+        metrics["test"]["ndcg@10"]
+    )
     assert [entry["epoch"] for entry in metrics["history"]] == [1, 2]
     ids = SemanticIdTable.load(version / "ids")
     assert len(ids) == 120 and len(set(ids.ids.values())) == 120  # every item has its own ID
@@ -70,7 +78,9 @@ def test_training_writes_a_loadable_versioned_model(tmp_path: Path) -> None:
 def test_a_time_budget_stops_training_after_a_validated_epoch(tmp_path: Path) -> None:
     write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
     fields = {**TINY_TRAINING, "epochs": 6, "eval_every": 3, "max_minutes": 0, "interest_model": False}
-    version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
+    version = train(
+        TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state"
+    )
     metrics = json.loads((version / "metrics.json").read_text())
     assert [entry["epoch"] for entry in metrics["history"]] == [1] and metrics["stopped_by_time"]
     assert "valid" in metrics["history"][0], "the last epoch before the stop is validated, so its weights are kept"
@@ -80,7 +90,9 @@ def test_a_time_budget_stops_training_after_a_validated_epoch(tmp_path: Path) ->
 def test_training_stops_when_validation_stops_improving_and_keeps_the_best_epoch(tmp_path: Path) -> None:
     write_lcrec(tmp_path / "tiny", n_items=60, n_users=30, n_events=300)
     fields = {**TINY_TRAINING, "epochs": 40, "eval_every": 1, "patience": 2, "interest_model": False}
-    version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
+    version = train(
+        TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state"
+    )
     metrics = json.loads((version / "metrics.json").read_text())
     scores = [entry["valid"]["ndcg@10"] for entry in metrics["history"]]
     assert metrics["best_valid_ndcg@10"] == max(scores) and metrics["best_epoch"] == 1 + scores.index(max(scores))
@@ -96,9 +108,13 @@ def test_semantic_ids_from_knowledge_enriched_text(tmp_path: Path) -> None:
     assert sorted(chains) == list(range(60))  # the dataset has no knowledge topic: the embedded reasoner fills it
     text = enriched_text(data.item_text[0], chains[0])  # type: ignore[index]
     assert text.startswith(data.item_text[0][:300]) and "usage; scenarios:" in text and "needs;" in text  # type: ignore[index]
-    config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **TINY_TRAINING, "item_text": "knowledge", "interest_model": False})
+    config = TrainConfig.model_validate(
+        {"dataset": tmp_path / "tiny", **TINY_TRAINING, "item_text": "knowledge", "interest_model": False}
+    )
     by_knowledge = SemanticIdTable.load(train(config, tmp_path / "store", tmp_path / "state") / "ids")
-    by_catalog = SemanticIdTable.load(train(config.model_copy(update={"item_text": "catalog"}), tmp_path / "store", tmp_path / "state") / "ids")
+    by_catalog = SemanticIdTable.load(
+        train(config.model_copy(update={"item_text": "catalog"}), tmp_path / "store", tmp_path / "state") / "ids"
+    )
     assert len(by_knowledge) == 60 and dict(by_knowledge.ids) != dict(by_catalog.ids)
 
 
@@ -106,7 +122,9 @@ def test_the_full_distilled_model_trains_with_mined_patterns_and_cross_fitted_in
     write_lcrec(tmp_path / "tiny", n_items=60, n_users=40, n_events=500)
     side = {"knowledge": True, "reasoning": "structured", "beyond_log": True, "max_beyond_log": 4}
     fields = {**TINY_TRAINING, "ranker": {**TINY_TRAINING["ranker"], "side": side}, "item_text": "knowledge"}  # type: ignore[dict-item]
-    version = train(TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state")
+    version = train(
+        TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields}), tmp_path / "store", tmp_path / "state"
+    )
     library = PatternLibrary.load(version / REASONING_DIR)
     assert len(library.candidates) == len(STRUCTURES) * len(WINDOWS) and library.best == library.candidates[0]
     assert all(pattern.structure[-1] == "target" for pattern in library.candidates)
@@ -130,7 +148,10 @@ def test_the_warm_up_raises_the_learning_rate_from_zero(tmp_path: Path) -> None:
         config = TrainConfig.model_validate({"dataset": tmp_path / "tiny", **fields, "warmup_steps": warmup_steps})
         trained = TigerRanker.load(train(config, tmp_path / "store", tmp_path / "state") / "ranker")
         initial = TigerRanker(trained.tokenizer, trained.config)  # the same seeded initialisation
-        return any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(trained.model.parameters(), initial.model.parameters(), strict=True))
+        return any(
+            not torch.allclose(a, b, atol=1e-6)
+            for a, b in zip(trained.model.parameters(), initial.model.parameters(), strict=True)
+        )
 
     assert not parameters_moved(10**9), "an epoch deep in a long warm-up barely moves the weights"
     assert parameters_moved(0)
@@ -142,8 +163,11 @@ def test_a_bad_config_or_dataset_is_one_clear_line_not_a_traceback(tmp_path: Pat
     write_lcrec(tmp_path / "tiny", n_items=20, n_users=10, n_events=60)
     (tmp_path / "bad.json").write_text(json.dumps({"interests": None, "epochs": "many"}))
     done = subprocess.run(
-        [sys.executable, "-m", "reaseq.cli", "train", str(tmp_path / "tiny"), "--config", str(tmp_path / "bad.json")],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"},
+        [sys.executable, "-m", "infra.cli", "train", str(tmp_path / "tiny"), "--config", str(tmp_path / "bad.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
     )
     out = done.stdout + done.stderr
     assert done.returncode == 2 and "Traceback" not in out, out

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +17,13 @@ import pytest
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from dashboard.probes import triton_health
 from dashboard.server import Recommender
 from infra.broker import EmbeddedBroker
-from infra.provision import provision
 from infra.processes import spawn_worker, stop_process
-from infra.triton import ModelRepository, TritonServer, promote, rollback, served_version
-from models.datasets import load_from_topics
-from models.patterns import REASONING_DIR, PatternLibrary
-from models.train import FULL, TrainConfig, train
+from infra.synthetic import SyntheticWorld, generate
+from infra.triton import TritonServer, promote, rollback
+from kafka_adapter.provision import provision
 from reaseq.contracts import (
     CatalogItem,
     InferredItem,
@@ -37,11 +36,13 @@ from reaseq.contracts import (
     utcnow,
 )
 from reaseq.settings import Settings
-from reaseq.status import triton_health
-from reaseq.synthetic import SyntheticWorld, generate
 from reaseq.topics import EVENTS, INTERESTS, ITEM_FEATURES, ITEMS, USER_FEATURES, USER_REASONING, topic_name
-from serving.client import RankClient, RankRequestError
+from reasoning.patterns import REASONING_DIR, PatternLibrary
+from serving.client import RankClient, RankRequestError, served_version
 from tests.support import TINY_TRAINING, TopicReader, publish_world, send_contracts
+from training.datasets import load_from_topics
+from training.registry import ModelRepository
+from training.train import FULL, TrainConfig, train
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,11 @@ def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("serving")
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
-        kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{tag}.", app_id=f"reaseq-{tag}", state_dir=root / "state", log_level="INFO"
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{tag}.",
+        app_id=f"reaseq-{tag}",
+        state_dir=root / "state",
+        log_level="INFO",
     )
     bootstrap = broker.bootstrap
     provision(settings, bootstrap, 1)
@@ -140,7 +145,7 @@ def test_a_triton_named_by_settings_is_found_without_a_local_stack(served: Serve
 
 def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
     client = served.client()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     new_item = CatalogItem(
         item_id=f"fresh-{uuid.uuid4().hex[:6]}",
         title="Ultralight waterproof trail jacket",
@@ -158,7 +163,9 @@ def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
 
     newcomer = f"user-new-{uuid.uuid4().hex[:6]}"
     assert client.rank(newcomer, k=3).source is RankSource.COLD_START
-    click = Interaction(user_id=newcomer, item_id=new_item.item_id, kind=InteractionKind.PURCHASE, event_time=now + timedelta(seconds=1))
+    click = Interaction(
+        user_id=newcomer, item_id=new_item.item_id, kind=InteractionKind.PURCHASE, event_time=now + timedelta(seconds=1)
+    )
     send_contracts(served.bootstrap, topic_name(served.settings, EVENTS), [click], lambda m: m.user_id)  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30
     while (answer := client.rank(newcomer, k=3)).source is RankSource.COLD_START:
@@ -167,7 +174,9 @@ def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
     assert len(answer.items) == 3 and new_item.item_id not in {i.item_id for i in answer.items}
 
 
-def test_the_distilled_ranker_reads_the_reasoning_steps_and_beyond_log_items_published_for_a_user(served: Served) -> None:
+def test_the_distilled_ranker_reads_the_reasoning_steps_and_beyond_log_items_published_for_a_user(
+    served: Served,
+) -> None:
     client = served.client()
     user = max(i.user_id for i in served.world.interactions)  # not one the restart test compares
     candidates = [item.item_id for item in served.world.items[:15]]
@@ -175,11 +184,21 @@ def test_the_distilled_ranker_reads_the_reasoning_steps_and_beyond_log_items_pub
     pattern = PatternLibrary.load(served.first_version / REASONING_DIR)
     version = before.model_version
     steps = UserReasoning(
-        user_id=user, history_version=99, structure=list(pattern.best.structure), steps=["s"] * len(pattern.best.structure),
-        step_vectors=[[0.05] * 384 for _ in pattern.best.structure], pattern_version=pattern.version, model_version=version, created_at=utcnow(),
+        user_id=user,
+        history_version=99,
+        structure=list(pattern.best.structure),
+        steps=["s"] * len(pattern.best.structure),
+        step_vectors=[[0.05] * 384 for _ in pattern.best.structure],
+        pattern_version=pattern.version,
+        model_version=version,
+        created_at=utcnow(),
     )
     interests = InterestResult(
-        user_id=user, history_version=99, interests=[InferredItem(item_id=candidates[0], confidence=0.9)], model_version=version, created_at=utcnow()
+        user_id=user,
+        history_version=99,
+        interests=[InferredItem(item_id=candidates[0], confidence=0.9)],
+        model_version=version,
+        created_at=utcnow(),
     )
     send_contracts(served.bootstrap, topic_name(served.settings, USER_REASONING), [steps], lambda m: m.user_id)  # type: ignore[attr-defined]
     send_contracts(served.bootstrap, topic_name(served.settings, INTERESTS), [interests], lambda m: m.user_id)  # type: ignore[attr-defined]
@@ -207,8 +226,11 @@ def test_records_published_while_triton_is_down_are_served_after_restart(served:
     served.triton.stop()
     now = utcnow()
     item = CatalogItem(
-        item_id=f"while-down-{uuid.uuid4().hex[:6]}", title="Insulated steel camp mug", brand="Ridgeline",
-        categories=["Outdoor", "Mugs"], event_time=now,
+        item_id=f"while-down-{uuid.uuid4().hex[:6]}",
+        title="Insulated steel camp mug",
+        brand="Ridgeline",
+        categories=["Outdoor", "Mugs"],
+        event_time=now,
     )
     newcomer = f"user-while-down-{uuid.uuid4().hex[:6]}"
     later = now + timedelta(seconds=1)
@@ -266,7 +288,7 @@ def test_promote_swaps_versions_without_failing_requests_and_rollback_restores(s
         while not stop.is_set():
             try:
                 versions_seen.add(own.rank(user, k=3).model_version)
-            except BaseException as error:  # noqa: BLE001 - any failure fails the test
+            except BaseException as error:
                 failures.append(error)
 
     sender = threading.Thread(target=load)

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 
 from infra.processes import spawn_async_worker, stop_process
+from infra.synthetic import generate
 from infra.vllm import VLLMServer
 from reaseq.contracts import DeadLetterReason, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.synthetic import generate
 from reaseq.topics import DEAD_LETTERS, ITEMS, KNOWLEDGE, topic_name
 from tests.conftest import Spawn
 from tests.support import TopicReader, send_contracts
@@ -24,8 +24,14 @@ LLM_OUTAGE_S = 30.0  # the LLM server is stopped this long while items are reque
 
 def with_llm(settings: Settings, server: VLLMServer, **overrides: object) -> Settings:
     return settings.model_copy(
-        update={"llm_backend": "vllm", "llm_url": server.base_url, "llm_max_tokens": 2048, "llm_concurrency": 4,
-                "llm_breaker_cooldown_s": 1.0, **overrides}
+        update={
+            "llm_backend": "vllm",
+            "llm_url": server.base_url,
+            "llm_max_tokens": 2048,
+            "llm_concurrency": 4,
+            "llm_breaker_cooldown_s": 1.0,
+            **overrides,
+        }
     )
 
 
@@ -34,7 +40,9 @@ def publish(settings: Settings, items: list) -> None:  # type: ignore[type-arg]
     send_contracts(settings.kafka_bootstrap, topic_name(settings, ITEMS), items, lambda m: m.item_id)  # type: ignore[attr-defined]
 
 
-def test_vllm_enriches_items_and_a_server_outage_loses_nothing(settings: Settings, workers: Spawn, llm: VLLMServer) -> None:
+def test_vllm_enriches_items_and_a_server_outage_loses_nothing(
+    settings: Settings, workers: Spawn, llm: VLLMServer
+) -> None:
     settings = with_llm(settings, llm)
     assert settings.kafka_bootstrap
     workers("w0")
@@ -64,8 +72,10 @@ def test_vllm_enriches_items_and_a_server_outage_loses_nothing(settings: Setting
         assert Counter(r.key.decode() for r in records if r.key) == {item.item_id: 1 for item in items[:5]}  # once each
         assert all(enriched[item.item_id].created_at >= back_at for item in items[2:5])  # held, then done after
         assert "circuit closed" in log.read_text()
-        print(f"LLM server unavailable {back - stopped:.0f}s (stopped {LLM_OUTAGE_S:.0f}s, then starting); "
-              f"the held items were enriched {enriched_s:.1f}s after it answered again")
+        print(
+            f"LLM server unavailable {back - stopped:.0f}s (stopped {LLM_OUTAGE_S:.0f}s, then starting); "
+            f"the held items were enriched {enriched_s:.1f}s after it answered again"
+        )
         dead = TopicReader(settings.kafka_bootstrap, topic_name(settings, DEAD_LETTERS)).poll(1.0)
         assert not [r for r in dead if DeadLetter.from_record(r.key, r.value, r.headers).agent == "enrichment"]
     finally:
@@ -87,7 +97,9 @@ def test_malformed_output_is_retried_then_dead_lettered(settings: Settings, work
             assert letter.agent == "enrichment" and letter.reason is DeadLetterReason.INVALID_OUTPUT
             assert letter.detail.startswith("attributes: not valid JSON")
         log = (settings.state_dir / "run" / "enrich.log").read_text()
-        logged = [line for line in log.splitlines() if '"request dead-lettered"' in line and '"agent":"enrichment"' in line]
+        logged = [
+            line for line in log.splitlines() if '"record dead-lettered"' in line and '"agent":"enrichment"' in line
+        ]
         assert len(logged) == 2 and enrichment.poll() is None  # still running
     finally:
         stop_process(enrichment.pid, timeout_s=20)

@@ -15,11 +15,9 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
-
-from models.datasets import read_topics
-from models.knowledge import knowledge_vectors
-from models.text_encoder import DEFAULT_MODEL, TextEncoder
+from kafka_adapter.batches import AsyncProducer, Record, consume_batches
+from kafka_adapter.reader import read_topics
+from models.text_encoder import DEFAULT_MODEL, TextEncoder, cache_dir_for
 from reaseq.contracts import (
     CatalogItem,
     DeadLetterReason,
@@ -33,10 +31,13 @@ from reaseq.metrics import ENRICHMENT_IN_FLIGHT, ENRICHMENT_LATENCY, LLM_UNAVAIL
 from reaseq.settings import Settings
 from reaseq.topics import ENRICHMENT_REQUESTS, ITEM_FEATURES, KNOWLEDGE, topic_name
 from reaseq.wire import ContractError, decode, encode
-from workers.agents import InvalidOutput, item_text
-from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
-from workers.breaker import CircuitBreaker
-from workers.llm import BackendUnavailable
+from reasoning.agents import ChainOfAgents, InvalidOutput, LLMReasoner, item_text
+from reasoning.breaker import CircuitBreaker
+from reasoning.embedded_reasoner import EmbeddedReasoner
+from reasoning.knowledge import knowledge_vectors
+from reasoning.llm import BackendUnavailable, ChatBackend, first_model
+from reasoning.prompts import PromptSet
+from workers.batch_worker import LocalIndex, dead_letter, run_until_signalled
 
 log = logging.getLogger(__name__)
 AGENT = "enrichment"
@@ -60,21 +61,35 @@ class EnrichmentWorker:
         self.reasoner = reasoner
         self.encoder = encoder
         self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)
-        self.index = LocalIndex(settings.state_dir / "enrichment" / settings.app_id)  # item id -> published content hash
+        self.index = LocalIndex(
+            settings.state_dir / "enrichment" / settings.app_id, bootstrap, topic_name(settings, KNOWLEDGE)
+        )  # item id -> published content hash
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.index.bootstrap(self.settings, self.bootstrap, KNOWLEDGE, KnowledgeResult, lambda r: (r.item_id, r.content_hash.encode()))
+        self.index.bootstrap(self.settings, KnowledgeResult, lambda r: (r.item_id, r.content_hash.encode()))
         catalog = read_topics(self.bootstrap, [topic_name(self.settings, ITEM_FEATURES)], timeout_s=60)
         self.reasoner.observe(
-            [decode(ItemFeatureUpdate, v, self.settings.max_message_bytes) for v in catalog[topic_name(self.settings, ITEM_FEATURES)] if v]
+            [
+                decode(ItemFeatureUpdate, v, self.settings.max_message_bytes)
+                for v in catalog[topic_name(self.settings, ITEM_FEATURES)]
+                if v
+            ]
         )
         try:
-            await consume_batches(self.settings, self.bootstrap, AGENT, ENRICHMENT_REQUESTS, self.settings.enrich_batch, self._process, stop)
+            await consume_batches(
+                self.settings,
+                self.bootstrap,
+                AGENT,
+                ENRICHMENT_REQUESTS,
+                self.settings.enrich_batch,
+                self._process,
+                stop,
+            )
         finally:
             self.index.close()
 
-    async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
-        latest: dict[str, tuple[ConsumerRecord, EnrichmentRequest]] = {}
+    async def _process(self, records: list[Record], producer: AsyncProducer) -> None:
+        latest: dict[str, tuple[Record, EnrichmentRequest]] = {}
         sends = []
         for record in records:
             try:
@@ -91,16 +106,24 @@ class EnrichmentWorker:
             outcomes = await self._reason([request for _, request in latest.values()])
         finally:
             ENRICHMENT_IN_FLIGHT.set(0)
-        enriched = [(record, request, outcome) for (record, request), outcome in zip(latest.values(), outcomes, strict=True)]
+        enriched = [
+            (record, request, outcome) for (record, request), outcome in zip(latest.values(), outcomes, strict=True)
+        ]
         good = [(record, request, outcome) for record, request, outcome in enriched if isinstance(outcome, tuple)]
-        for record, request, outcome in enriched:
+        for record, _, outcome in enriched:
             if isinstance(outcome, InvalidOutput):
                 sends.append(self._dead_letter(producer, record, DeadLetterReason.INVALID_OUTPUT, str(outcome)))
             elif isinstance(outcome, Exception):
-                sends.append(self._dead_letter(producer, record, DeadLetterReason.PROCESSING, f"{type(outcome).__name__}: {outcome}"))
+                sends.append(
+                    self._dead_letter(
+                        producer, record, DeadLetterReason.PROCESSING, f"{type(outcome).__name__}: {outcome}"
+                    )
+                )
         if good:
             texts = [item_text(request.item) for _, request, _ in good]
-            steps, fused = await asyncio.to_thread(knowledge_vectors, self.encoder, texts, [chain for _, _, (chain, _) in good])
+            steps, fused = await asyncio.to_thread(
+                knowledge_vectors, self.encoder, texts, [chain for _, _, (chain, _) in good]
+            )
             for (_, request, (chain, remarks)), step_vectors, vector in zip(good, steps, fused, strict=True):
                 result = KnowledgeResult(
                     item_id=request.item_id,
@@ -115,7 +138,11 @@ class EnrichmentWorker:
                     prompt_version=self.reasoner.prompt_version,
                     created_at=utcnow(),
                 )
-                sends.append(producer.send_and_wait(topic_name(self.settings, KNOWLEDGE), encode(result), key=request.item_id.encode()))
+                sends.append(
+                    producer.send_and_wait(
+                        topic_name(self.settings, KNOWLEDGE), encode(result), key=request.item_id.encode()
+                    )
+                )
         await asyncio.gather(*sends)
         for _, request, _ in good:  # only once published: a crash before this re-enriches, never skips
             self.index.put(request.item_id, request.content_hash.encode())
@@ -142,49 +169,26 @@ class EnrichmentWorker:
             pending = retry
         return [outcomes[i] for i in range(len(requests))]
 
-    def _dead_letter(self, producer: AIOKafkaProducer, record: ConsumerRecord, reason: DeadLetterReason, detail: str) -> Awaitable[object]:
+    def _dead_letter(
+        self, producer: AsyncProducer, record: Record, reason: DeadLetterReason, detail: str
+    ) -> Awaitable[object]:
         return dead_letter(self.settings, producer, record, reason, detail, AGENT)
 
 
 async def build_reasoner(settings: Settings, encoder: TextEncoder) -> Reasoner:
     """The configured reasoner: the embedded one, or the agents over the OpenAI-compatible server."""
     if settings.llm_backend == "embedded":
-        from workers.embedded_reasoner import EmbeddedReasoner
-
         return EmbeddedReasoner(encoder)  # type: ignore[return-value]
     if not settings.llm_url:
         raise ValueError("REASEQ_LLM_BACKEND=vllm needs REASEQ_LLM_URL (e.g. http://127.0.0.1:8000/v1)")
-    from workers.agents import ChainOfAgents, LLMReasoner
-    from workers.llm import ChatBackend
-    from workers.prompts import PromptSet
-
     model = settings.llm_model or await first_model(settings.llm_url)
     backend = ChatBackend(settings.llm_url, model, settings.llm_timeout_s, settings.llm_max_tokens, settings.llm_guided)
     chain = ChainOfAgents(backend, PromptSet(settings.prompt_version), settings.llm_retries)
     return LLMReasoner(chain, model, settings.llm_concurrency)  # type: ignore[return-value]
 
 
-async def first_model(base_url: str, timeout_s: float = 600.0) -> str:
-    """The first model the server lists, waiting for the server to come up (a worker may start before it)."""
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    try:
-        while True:
-            try:
-                return (await client.models.list()).data[0].id
-            except openai.OpenAIError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(2.0)
-    finally:
-        await client.close()
-
-
 def run_enrichment(settings: Settings, bootstrap: str) -> None:
     """Run one enrichment worker until SIGTERM or SIGINT."""
-    from models.text_encoder import cache_dir_for
 
     async def main(stop: asyncio.Event) -> None:
         encoder = TextEncoder(DEFAULT_MODEL, cache_dir=cache_dir_for(settings.state_dir / "enrichment"))

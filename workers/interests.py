@@ -11,7 +11,7 @@ The pattern is filled by the reasoner it was mined with: the embedded one, or, f
 ``REASEQ_LLM_URL`` (in a worker thread, chains of the batch concurrently). While that server is down the circuit
 breaker holds the batch, uncommitted, and retries it; a user whose chain the LLM could not write gets no steps.
 
-The model is that of the ranker version Triton serves when its runtime repository is on this machine (the local
+The model is that of the ranker version the model registry says is served when its repository is on this machine (the local
 stack), else the newest version in the model store that has an interest model; a change (a promotion, a rollback,
 a newer version) is picked up between batches. Until one exists the worker waits without fetching, so requests queue in the topic and are
 all answered once a model is trained. A version that fails to load is logged and tried again at the next check, while
@@ -28,24 +28,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+import torch
 
-from infra.triton import ModelRepository
+from kafka_adapter.batches import AsyncProducer, Record, consume_batches
 from models.diffusion import InterestDiffusion
-from models.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
-from models.store import INTERESTS_DIR, ITEMS_FILE, has_interest_model, newest_version, version_of
 from models.text_encoder import DEFAULT_MODEL, TextEncoder
 from reaseq.contracts import InferredItem, InterestRequest, InterestResult, UserReasoning, utcnow
 from reaseq.metrics import INTEREST_INFERENCE, INTEREST_LATENCY, LLM_UNAVAILABLE, REQUESTS_SKIPPED, serve_metrics
 from reaseq.settings import Settings
 from reaseq.topics import INTEREST_REQUESTS, INTERESTS, USER_REASONING, topic_name
 from reaseq.wire import ContractError, decode, encode
-from workers.batch_worker import LocalIndex, consume_batches, dead_letter, run_until_signalled
-from workers.breaker import CircuitBreaker
+from reasoning.breaker import CircuitBreaker
+from reasoning.llm import BackendUnavailable
+from reasoning.llm_user_reasoner import LLMUserReasoner
+from reasoning.patterns import PATTERNS_FILE, REASONING_DIR, PatternLibrary, apply_pattern
+from reasoning.user_reasoner import EmbeddedUserReasoner, ItemLabels
+from training.registry import INTERESTS_DIR, ITEMS_FILE, has_interest_model, newest_version, served_model, version_of
+from workers.batch_worker import LocalIndex, dead_letter, run_until_signalled
 from workers.late_items import LateItems
-from workers.llm import BackendUnavailable
-from workers.llm_user_reasoner import LLMUserReasoner
-from workers.user_reasoner import EmbeddedUserReasoner, ItemLabels
 
 log = logging.getLogger(__name__)
 AGENT = "interests"
@@ -69,7 +69,9 @@ class InterestModel:
         """The version in ``directory``; ``settings`` name the LLM server when its pattern was mined with one."""
         item_ids: list[str] = json.loads((directory / ITEMS_FILE).read_text())
         model = InterestDiffusion.load(directory / INTERESTS_DIR, "cpu")
-        encoder = TextEncoder(json.loads((directory / "config.json").read_text()).get("encoder", DEFAULT_MODEL), device="cpu")
+        encoder = TextEncoder(
+            json.loads((directory / "config.json").read_text()).get("encoder", DEFAULT_MODEL), device="cpu"
+        )
         patterns: PatternLibrary | None = None
         reasoner: EmbeddedUserReasoner | LLMUserReasoner | None = None
         if (directory / REASONING_DIR / PATTERNS_FILE).is_file():
@@ -77,12 +79,25 @@ class InterestModel:
             labels = ItemLabels.load(directory / REASONING_DIR)
             if patterns.backend == LLMUserReasoner.backend:
                 folder = (patterns.prompt_version or settings.prompt_version).rsplit("-", 1)[0]
-                reasoner = LLMUserReasoner(labels, encoder, settings, prompt_folder=folder, mined_with=patterns.llm_model)
+                reasoner = LLMUserReasoner(
+                    labels, encoder, settings, prompt_folder=folder, mined_with=patterns.llm_model
+                )
                 if reasoner.prompt_version != patterns.prompt_version:
-                    log.warning("user prompts changed since the pattern was mined", extra={"mined": patterns.prompt_version, "now": reasoner.prompt_version})
+                    log.warning(
+                        "user prompts changed since the pattern was mined",
+                        extra={"mined": patterns.prompt_version, "now": reasoner.prompt_version},
+                    )
             else:
                 reasoner = EmbeddedUserReasoner(labels)
-        return cls(version_of(directory), model, {item: i for i, item in enumerate(item_ids)}, item_ids, encoder, patterns, reasoner)
+        return cls(
+            version_of(directory),
+            model,
+            {item: i for i, item in enumerate(item_ids)},
+            item_ids,
+            encoder,
+            patterns,
+            reasoner,
+        )
 
     def histories(self, requests: list[InterestRequest]) -> list[list[int]]:
         """Each request's history as item indices; items the version does not know are left out."""
@@ -92,10 +107,13 @@ class InterestModel:
         """Beyond-log items for each history."""
         inferred = self.model.infer(histories)
         return [
-            [InferredItem(item_id=self.item_ids[item], confidence=round(conf, 5)) for item, conf in zip(items, confs, strict=True) if item >= 0]
+            [
+                InferredItem(item_id=self.item_ids[item], confidence=round(conf, 5))
+                for item, conf in zip(items, confs, strict=True)
+                if item >= 0
+            ]
             for items, confs in zip(inferred.items.tolist(), inferred.confidences.tolist(), strict=True)
         ]
-
 
     def reasoning_histories(self, requests: list[InterestRequest], late: LateItems) -> list[list[int]]:
         """Each history as the reasoner's item indices: the version's items, and items published since whose
@@ -143,9 +161,9 @@ def interest_version(settings: Settings) -> Path | None:
     (the local stack, where versions are promoted and rolled back) and it has an interest model; else the newest
     trained version that has one. Serving reads only steps of the served version's pattern, so a version trained
     but not promoted must not take the worker over."""
-    served = ModelRepository(settings).newest()
-    if served is not None and has_interest_model(served[1]):
-        return served[1]
+    served = served_model(settings)
+    if served is not None and has_interest_model(served):
+        return served
     return newest_version(settings.model_store, having=has_interest_model)
 
 
@@ -154,20 +172,26 @@ class InterestWorker:
         self.settings = settings
         self.bootstrap = bootstrap
         self.poll_s = poll_s
-        self.table = LocalIndex(settings.state_dir / "interests" / settings.app_id)  # user id -> InterestResult
+        self.table = LocalIndex(
+            settings.state_dir / "interests" / settings.app_id, bootstrap, topic_name(settings, INTERESTS)
+        )  # user id -> InterestResult
         self.late = LateItems(settings, bootstrap, settings.state_dir / "interests" / f"{settings.app_id}-items")
         self.model: InterestModel | None = None
-        self.breaker = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)  # for an LLM pattern
+        self.breaker = CircuitBreaker(
+            settings.llm_breaker_failures, settings.llm_breaker_cooldown_s
+        )  # for an LLM pattern
         self._checked_at = 0.0
         self._failure: str | None = None  # the last load error logged
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.table.bootstrap(self.settings, self.bootstrap, INTERESTS, InterestResult, lambda r: (r.user_id, encode(r)))
+        self.table.bootstrap(self.settings, InterestResult, lambda r: (r.user_id, encode(r)))
         follower = asyncio.create_task(self.late.follow(stop))
         try:
             if await self._wait_for_model(stop):
                 batch = self.settings.interest_batch
-                await consume_batches(self.settings, self.bootstrap, AGENT, INTEREST_REQUESTS, batch, self._process, stop)
+                await consume_batches(
+                    self.settings, self.bootstrap, AGENT, INTEREST_REQUESTS, batch, self._process, stop
+                )
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
@@ -222,7 +246,7 @@ class InterestWorker:
         result = InterestResult.model_validate_json(stored)
         return result.model_version == model.version and result.history_version >= request.history_version
 
-    async def _process(self, records: list[ConsumerRecord], producer: AIOKafkaProducer) -> None:
+    async def _process(self, records: list[Record], producer: AsyncProducer) -> None:
         model = self._refresh_model()
         assert model is not None  # run() consumes only once a model is loaded, and a failed reload keeps it
         latest: dict[str, InterestRequest] = {}
@@ -264,7 +288,6 @@ class InterestWorker:
             self.table.put(result.user_id, encode(result))
             INTEREST_LATENCY.observe((utcnow() - request.requested_at).total_seconds())
 
-
     async def _reasoning(self, model: InterestModel, requests: list[InterestRequest]) -> list[UserReasoning]:
         """The batch's reasoning steps; while an LLM server is down, held and retried behind the circuit breaker."""
         while True:
@@ -281,8 +304,6 @@ class InterestWorker:
 
 def run_interests(settings: Settings, bootstrap: str) -> None:
     """Run one interest worker until SIGTERM or SIGINT."""
-    import torch
-
     torch.set_num_threads(1)  # inference runs in a worker thread: see serving.runtime for why one thread
     serve_metrics(settings, "interests")
     run_until_signalled(InterestWorker(settings, bootstrap).run)

@@ -8,16 +8,15 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-
+from kafka_adapter.clients import Record
+from kafka_adapter.follower import Follower, reached
 from reaseq.contracts import ItemFeatureUpdate, KnowledgeChain, KnowledgeResult
 from reaseq.settings import Settings
 from reaseq.topics import ITEM_FEATURES, KNOWLEDGE, topic_name
 from reaseq.wire import ContractError, decode
-from workers.batch_worker import LocalIndex
 
 log = logging.getLogger(__name__)
-_CHAIN, _TITLE = "chain:", "title:"
+_CHAIN, _TITLE = b"chain:", b"title:"
 
 
 class LateItems:
@@ -25,46 +24,44 @@ class LateItems:
 
     def __init__(self, settings: Settings, bootstrap: str, path: Path) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
-        self.index = LocalIndex(path)
         self.knowledge_topic = topic_name(settings, KNOWLEDGE)
-        self.features_topic = topic_name(settings, ITEM_FEATURES)
+        self.follower = Follower(path, bootstrap, [self.knowledge_topic, topic_name(settings, ITEM_FEATURES)])
 
     async def follow(self, stop: asyncio.Event) -> None:
-        """Read both topics from their beginning, then keep up, until ``stop``."""
-        # No consumer group: every worker replica needs every item, and a compacted topic re-read is cheap.
-        consumer = AIOKafkaConsumer(
-            self.knowledge_topic, self.features_topic, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                for records in (await consumer.getmany(timeout_ms=500, max_records=500)).values():
-                    for record in records:
-                        self._fold(record)
-        finally:
-            await consumer.stop()
+        """Read both topics from where the index stopped (the beginning for a new one), then keep up, until ``stop``."""
+        while not stop.is_set():
+            messages = self.follower.fetch(timeout_s=0, max_records=500)  # what the client has prefetched: no wait
+            entries: dict[bytes, bytes | None] = {}
+            for message in messages:
+                entries.update(self._entries(message))
+            self.follower.apply(entries, reached(messages))
+            if not messages:
+                await asyncio.sleep(0.2)
 
-    def _fold(self, record: ConsumerRecord) -> None:
-        if record.value is None:
-            return
+    def _entries(self, message: Record) -> dict[bytes, bytes | None]:
+        value = message.value
+        if value is None:
+            return {}
         try:
-            if record.topic == self.knowledge_topic:
-                result = decode(KnowledgeResult, record.value, self.settings.max_message_bytes)
-                self.index.put(_CHAIN + result.item_id, result.chain.model_dump_json().encode())
-            else:
-                item = decode(ItemFeatureUpdate, record.value, self.settings.max_message_bytes)
-                self.index.put(_TITLE + item.item_id, item.title.encode())
+            if message.topic == self.knowledge_topic:
+                result = decode(KnowledgeResult, value, self.settings.max_message_bytes)
+                return {_CHAIN + result.item_id.encode(): result.chain.model_dump_json().encode()}
+            item = decode(ItemFeatureUpdate, value, self.settings.max_message_bytes)
+            return {_TITLE + item.item_id.encode(): item.title.encode()}
         except ContractError as error:  # written by our own workers; a bad one is theirs to dead-letter, not ours
-            log.warning("unreadable state record skipped", extra={"topic": record.topic, "offset": record.offset, "error": error.detail[:200]})
+            log.warning(
+                "unreadable state record skipped",
+                extra={"topic": message.topic, "offset": message.offset, "error": error.detail[:200]},
+            )
+            return {}
 
     def chain(self, item_id: str) -> KnowledgeChain | None:
-        raw = self.index.get(_CHAIN + item_id)
+        raw = self.follower.get(_CHAIN + item_id.encode())
         return None if raw is None else KnowledgeChain.model_validate_json(raw)
 
     def title(self, item_id: str) -> str:
-        raw = self.index.get(_TITLE + item_id)
+        raw = self.follower.get(_TITLE + item_id.encode())
         return item_id if raw is None else raw.decode()
 
     def close(self) -> None:
-        self.index.close()
+        self.follower.close()
