@@ -10,7 +10,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
+import time
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
@@ -34,11 +36,24 @@ def tansu_binary() -> Path:
 EMBEDDED_CLUSTER_ID = "tansu-reaseq"
 
 
+def wait_for_listener(port: int, timeout_s: float) -> None:
+    """Block until something accepts TCP connections on the loopback ``port``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return
+        time.sleep(0.1)
+    raise BrokerError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f}s")
+
+
 class EmbeddedBroker:
     """A tansu process on a free loopback port; use as a context manager or call start/stop."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None, authentication: bool = False) -> None:
         self.port = port or free_port()
+        # SASL required of every client (tansu's --authentication); only a refused login is testable with it, as
+        # tansu's users are created through the broker itself
+        self.authentication = authentication
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,12 +71,16 @@ class EmbeddedBroker:
             url,
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self.authentication else []),
         ]
         log_file = open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL)  # noqa: SIM115
         with log_file as output:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_until_answers(self.bootstrap, timeout_s)
+            if self.authentication:
+                wait_for_listener(self.port, timeout_s)
+            else:
+                wait_until_answers(self.bootstrap, timeout_s)
         except BrokerError:
             self.stop()
             raise

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
+
 from reaseq.runfiles import pid_alive, run_dir
 from reaseq.settings import Settings
 
@@ -25,11 +27,19 @@ def is_stack_process(pid: int) -> bool:
     return pid_alive(pid) and (b"infra.cli" in command or b"tritonserver" in command)
 
 
+def _env_value(value: object) -> str:
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, SecretStr):  # its str() is a mask
+        return value.get_secret_value()
+    return str(value)
+
+
 def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     """Environment of a child process: the parent's, plus every setting, so the child sees the same Settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump(exclude={"kafka_bootstrap"}, exclude_none=True).items():
-        env[f"REASEQ_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
+        env[f"REASEQ_{name.upper()}"] = _env_value(value)
     env["KAFKA_BOOTSTRAP"] = bootstrap
     return env
 

@@ -89,9 +89,16 @@ class VLLMServer:
     """vLLM's OpenAI-compatible server for MODEL_DIR on a free loopback port; a context manager that waits for /health."""
 
     def __init__(
-        self, env: Path, model_dir: Path, log_path: Path, name: str = "reaseq-llm", port: int | None = None
+        self,
+        env: Path,
+        model_dir: Path,
+        log_path: Path,
+        name: str = "reaseq-llm",
+        port: int | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.env = env
+        self.api_key = api_key  # clients must send it (vLLM's --api-key); /health stays open
         self.model_dir = model_dir
         self.log_path = log_path
         self.name = name
@@ -121,6 +128,7 @@ class VLLMServer:
             # compact JSON: without it a weak model can fill max_tokens with the whitespace JSON allows
             "--structured-outputs-config",
             json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+            *(["--api-key", self.api_key] if self.api_key else []),
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB)}

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 __all__ = [
     "Config",
@@ -23,6 +23,8 @@ __all__ = [
     "Record",
 ]  # types callers name without importing a client library
 from confluent_kafka.admin import AdminClient
+
+from reaseq.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,40 @@ class BrokerError(RuntimeError):
     """Kafka did not answer, or the embedded broker could not be started."""
 
 
+def security_config(settings: Settings | None = None) -> dict[str, str]:
+    """The librdkafka properties of the settings' TLS and SASL (the process's settings by default); none for
+    PLAINTEXT. librdkafka does its own TLS, so nothing here imports ``ssl`` (the serving replica inside Triton
+    cannot)."""
+    s = settings or get_settings()
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    config = {"security.protocol": s.kafka_security_protocol.lower()}
+    if s.kafka_security_protocol.startswith("SASL"):
+        assert s.kafka_sasl_username is not None and s.kafka_sasl_password is not None  # the settings check it
+        config |= {
+            "sasl.mechanisms": s.kafka_sasl_mechanism,
+            "sasl.username": s.kafka_sasl_username,
+            "sasl.password": s.kafka_sasl_password.get_secret_value(),
+        }
+    files = {
+        "ssl.ca.location": s.kafka_ssl_cafile,
+        "ssl.certificate.location": s.kafka_ssl_certfile,
+        "ssl.key.location": s.kafka_ssl_keyfile,
+    }
+    return config | {name: str(path) for name, path in files.items() if path is not None}
+
+
+def _config(bootstrap: str, config: Config | None) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, **security_config(), **(config or {})}
+
+
 def producer(bootstrap: str, config: Config | None = None) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, **(config or {})})
+    return Producer(_config(bootstrap, config))
 
 
 def consumer(bootstrap: str, group: str, config: Config | None = None) -> Consumer:
     """A consumer that commits only when told (every reader here assigns, or commits what it has handled)."""
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, **(config or {})})
+    return Consumer(_config(bootstrap, {"group.id": group, "enable.auto.commit": False, **(config or {})}))
 
 
 def from_beginning(
@@ -70,7 +99,7 @@ def from_beginning(
 
 
 def admin(bootstrap: str, config: Config | None = None) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
+    return AdminClient(_config(bootstrap, config))
 
 
 def faust_broker_url(bootstrap: str, embedded: bool) -> str:
@@ -104,19 +133,33 @@ def wait_until_answers(bootstrap: str, timeout_s: float = 30.0) -> None:
     raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last_error}")
 
 
+def _note_refusal(error: KafkaError, refusals: list[str]) -> None:
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+        refusals.append(error.str())
+
+
 def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0) -> None:
     """Block until ``bootstrap`` answers and ``topics`` exist, however long that takes.
 
     Long-running processes start with it, so that one started before its broker (or before the topics are
     provisioned) waits and says why in an error every ``retry_s``, rather than exiting or crash-looping.
     """
-    client = admin(bootstrap, {"log_level": 0})
+    refusals: list[str] = []
+    client = admin(bootstrap, {"log_level": 0, "error_cb": lambda error: _note_refusal(error, refusals)})
     waited = False
     while True:
         try:
             existing = client.list_topics(timeout=retry_s).topics
         except KafkaException as exc:  # the metadata request itself waited retry_s
-            log.error("Kafka not reachable; waiting for it", extra={"bootstrap": bootstrap, "error": str(exc)})
+            client.poll(0)  # serves error_cb: a refused login is told apart from a broker that is not there
+            if refusals:
+                log.error(
+                    "Kafka refused this client's credentials (REASEQ_KAFKA_SASL_* / REASEQ_KAFKA_SSL_*); waiting",
+                    extra={"bootstrap": bootstrap, "error": refusals[-1]},
+                )
+                refusals.clear()
+            else:
+                log.error("Kafka not reachable; waiting for it", extra={"bootstrap": bootstrap, "error": str(exc)})
             waited = True
             continue
         missing = [topic for topic in topics if topic not in existing]

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "REASEQ_KAFKA_BOOTSTRAP"),
         description="host:port list of an external Kafka; unset means the embedded broker.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client connects; SASL_* need a username and password."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism of the SASL_* protocols."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user every Kafka client logs in as.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Its password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signs the brokers' certificates (SSL, SASL_SSL); unset: the system's."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate, for brokers that ask for one."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Its private key.")
     topic_prefix: str = Field(default="reaseq.", description="Namespace for every topic.")
     app_id: str = Field(default="reaseq", description="Faust application id and consumer group stem.")
     partitions: int = Field(default=4, ge=1, description="Partitions of every keyed topic (co-partitioned).")
@@ -50,6 +65,14 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Workers wait this long to fill a produce batch: fewer, larger requests."
     )
     worker_web_port: int | None = Field(default=None, description="Faust web/metrics port; unset disables it.")
+    web_host: str = Field(
+        default="127.0.0.1", description="Address the operator web page binds; beyond loopback it needs web_token."
+    )
+    web_token: SecretStr | None = Field(
+        default=None,
+        description="Token the operator page asks for (Authorization: Bearer, or ?token= once in a browser); required "
+        "when web_host is not a loopback address.",
+    )
     web_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of the operator web page (reaseq web); unset picks a free one."
     )
@@ -75,6 +98,9 @@ class Settings(BaseSettings):
         default="embedded", description="Item reasoning: the no-LLM MiniLM reasoner, or an OpenAI-compatible server."
     )
     llm_url: str | None = Field(default=None, description="Base URL of the OpenAI-compatible server (…/v1).")
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key the LLM server asks for (vLLM's --api-key); unset sends none."
+    )
     llm_model: str | None = Field(default=None, description="Model name the server serves (default: its first).")
     llm_concurrency: int = Field(default=8, ge=1, description="Items reasoned about at once per enrichment worker.")
     llm_timeout_s: float = Field(default=60.0, gt=0, description="Per LLM call.")
@@ -98,6 +124,27 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Exits in a row without a healthy run after which a process is left down (failed)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        if self.kafka_security_protocol != "PLAINTEXT" and self.kafka_bootstrap is None:
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs KAFKA_BOOTSTRAP: the embedded broker "
+                "takes plaintext on loopback only"
+            )
+        sasl = self.kafka_security_protocol.startswith("SASL")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs REASEQ_KAFKA_SASL_USERNAME and "
+                "REASEQ_KAFKA_SASL_PASSWORD"
+            )
+        tls = self.kafka_security_protocol.endswith("SSL")
+        files = [self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile]
+        if not tls and any(files):
+            raise ValueError("kafka_ssl_* files are read only with kafka_security_protocol SSL or SASL_SSL")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        return self
 
     def topic(self, name: str) -> str:
         """Full name of one of the project's topics."""

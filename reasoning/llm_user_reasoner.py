@@ -123,7 +123,9 @@ class LLMUserReasoner:
         self, histories: Sequence[Sequence[int]], structure: Structure, window: int
     ) -> list[list[str] | InvalidOutput]:
         s = self.settings
-        chat = ChatBackend(self.url, await self._model_name(), s.llm_timeout_s, s.llm_max_tokens, s.llm_guided)
+        chat = ChatBackend(
+            self.url, await self._model_name(), s.llm_timeout_s, s.llm_max_tokens, s.llm_guided, s.llm_api_key
+        )
         slots = asyncio.Semaphore(s.llm_concurrency)
 
         async def one(history: Sequence[int]) -> list[str] | InvalidOutput:
@@ -174,7 +176,9 @@ class LLMUserReasoner:
         """The configured model, else the first the server lists (asked once)."""
         if self.model is None:
             try:
-                self.model = await first_model(self.url, timeout_s=self.settings.llm_timeout_s)
+                self.model = await first_model(
+                    self.url, timeout_s=self.settings.llm_timeout_s, api_key=self.settings.llm_api_key
+                )
             except openai.OpenAIError as error:
                 raise BackendUnavailable(f"{type(error).__name__}: {error}") from error
             self._check_model()

@@ -8,6 +8,7 @@ from pathlib import Path
 import faust
 from faust.types import TableT, TopicT
 
+from kafka_adapter.aio_clients import faust_credentials
 from kafka_adapter.clients import faust_broker_url
 from reaseq.settings import Settings
 from reaseq.topics import (
@@ -75,6 +76,7 @@ def create_app(
     app = faust.App(
         settings.app_name(generation),
         broker=faust_broker_url(bootstrap, embedded_broker),
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         datadir=str(datadir),
         topic_partitions=settings.partitions,

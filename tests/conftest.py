@@ -24,13 +24,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield running
 
 
+LLM_API_KEY = "test-llm-key"
+
+
 @pytest.fixture(scope="session")
 def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     """A real vLLM server (CPU build) with a tiny random model: real serving, meaningless text. The files that use
     it (test_vllm*.py) sort next to each other, so it runs only while they do."""
     env = built_env(Settings())  # the project's .state/vllm-env: `make vllm-env` builds it, never a test
     model = build_tiny_model(tmp_path_factory.mktemp("llm") / "tiny")
-    server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log").start()
+    # with a key, so every test through it shows that the clients send the configured one
+    server = VLLMServer(env, model, tmp_path_factory.mktemp("llm-log") / "vllm.log", api_key=LLM_API_KEY).start()
     yield server
     server.stop()
 

@@ -211,12 +211,39 @@ def check_services(compose: Compose) -> list[str]:
     return problems
 
 
+def check_access(compose: Compose) -> list[str]:
+    """Every Kafka listener a client reaches asks for a SASL login, and so do the project's clients; Triton (no
+    authentication of its own) publishes no host port; the page bound beyond loopback has a token; vLLM a key."""
+    services = compose["services"]
+    problems = []
+    kafka = environment(services[KAFKA])
+    controller = kafka["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    for entry in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","):
+        name, protocol = entry.split(":")
+        if name != controller and not protocol.startswith("SASL"):
+            problems.append(f"{KAFKA}: listener {name} takes {protocol} clients without a login")
+    for name in PROJECT_SERVICES:
+        if not environment(services[name]).get("REASEQ_KAFKA_SECURITY_PROTOCOL", "").startswith("SASL"):
+            problems.append(f"{name}: its Kafka clients log in with no SASL (REASEQ_KAFKA_SECURITY_PROTOCOL)")
+    if services[TRITON].get("ports"):
+        problems.append(f"{TRITON}: publishes host ports; it has no authentication (expose them instead)")
+    web = services["web"]
+    if "0.0.0.0" in command_args(web) and not environment(web).get("REASEQ_WEB_TOKEN"):
+        problems.append("web: binds beyond loopback without REASEQ_WEB_TOKEN")
+    if "--api-key" not in command_args(services["vllm"]):
+        problems.append("vllm: serves without --api-key")
+    if not environment(services["enrichment"]).get("REASEQ_LLM_API_KEY"):
+        problems.append("enrichment: sends no REASEQ_LLM_API_KEY")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Compose], list[str]]] = {
     "schema": check_schema,
     "env_names": check_env_names,
     "settings": check_settings,
     "kafka": check_kafka,
     "services": check_services,
+    "access": check_access,
 }
 
 
@@ -268,6 +295,20 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
     "triton-not-serving": (_set(f"services/{TRITON}/command", ["worker"]), "services"),
     "triton-on-loopback": (_set(f"services/{TRITON}/environment/REASEQ_TRITON_HOST", "127.0.0.1"), "services"),
     "model-store-not-mounted": (_set(f"services/{TRITON}/volumes", ["/var/lib/reaseq/state"]), "services"),
+    "plaintext-listener": (
+        _set(
+            f"services/{KAFKA}/environment/KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ),
+        "access",
+    ),
+    "clients-without-login": (
+        _set(f"services/{WORKER}/environment/REASEQ_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        "access",
+    ),
+    "triton-published": (_set(f"services/{TRITON}/ports", ["8001:8001"]), "access"),
+    "page-without-token": (_set("services/web/environment/REASEQ_WEB_TOKEN", ""), "access"),
+    "llm-without-key": (_set("services/vllm/command", ["--model", "/models/llm"]), "access"),
 }
 
 

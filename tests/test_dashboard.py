@@ -9,15 +9,18 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
 from infra.ports import free_port
 from infra.processes import spawn_async_worker, spawn_cli, stop_process
@@ -188,3 +191,42 @@ def test_operator_page_shows_health_enriched_items_and_a_user_lookup(
             triton.stop()
         for process in async_workers:
             stop_process(process.pid, timeout_s=15)
+
+
+def status_of(
+    url: str, headers: dict[str, str] | None = None, opener: urllib.request.OpenerDirector | None = None
+) -> int:
+    try:
+        with (opener or urllib.request.build_opener()).open(
+            urllib.request.Request(url, headers=headers or {})
+        ) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except urllib.error.URLError:
+        return -1
+
+
+def test_beyond_loopback_the_page_needs_its_token(settings: Settings) -> None:
+    assert settings.kafka_bootstrap
+    port = free_port()
+    args = ["web", "--host", "0.0.0.0", "--port", str(port)]
+    unguarded = spawn_cli(settings, settings.kafka_bootstrap, args, "web-unguarded")
+    assert unguarded.wait(timeout=60) == 2
+    assert "set REASEQ_WEB_TOKEN" in (settings.state_dir / "run" / "web-unguarded.log").read_text()
+
+    guarded = settings.model_copy(update={"web_token": SecretStr("page-token")})
+    process = spawn_cli(guarded, settings.kafka_bootstrap, args, "web")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while status_of(f"{base}/api/health") != 401:  # connection refused (-1 below) until it listens
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.5)
+        assert status_of(f"{base}/api/health", {"Authorization": "Bearer not-it"}) == 401
+        assert status_of(f"{base}/api/health", {"Authorization": "Bearer page-token"}) == 200
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        assert status_of(f"{base}/?token=page-token", opener=browser) == 200  # the link an operator is given
+        assert status_of(f"{base}/api/health", opener=browser) == 200  # the page's own requests carry the cookie
+    finally:
+        stop_process(process.pid, timeout_s=15)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
 from infra.processes import spawn_async_worker, stop_process
 from infra.synthetic import generate
@@ -14,7 +16,8 @@ from reaseq.contracts import DeadLetterReason, KnowledgeResult, utcnow
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
 from reaseq.topics import DEAD_LETTERS, ITEMS, KNOWLEDGE, topic_name
-from tests.conftest import Spawn
+from reasoning.llm import BackendUnavailable, ChatBackend
+from tests.conftest import LLM_API_KEY, Spawn
 from tests.support import TopicReader, send_contracts
 
 pytestmark = pytest.mark.integration
@@ -27,6 +30,7 @@ def with_llm(settings: Settings, server: VLLMServer, **overrides: object) -> Set
         update={
             "llm_backend": "vllm",
             "llm_url": server.base_url,
+            "llm_api_key": SecretStr(LLM_API_KEY),
             "llm_max_tokens": 2048,
             "llm_concurrency": 4,
             "llm_breaker_cooldown_s": 1.0,
@@ -103,3 +107,24 @@ def test_malformed_output_is_retried_then_dead_lettered(settings: Settings, work
         assert len(logged) == 2 and enrichment.poll() is None  # still running
     finally:
         stop_process(enrichment.pid, timeout_s=20)
+
+
+class Greeting(BaseModel):
+    text: str
+
+
+def test_the_configured_api_key_is_sent_and_a_refused_one_is_said_plainly(llm: VLLMServer) -> None:
+    """The server asks for a key: the configured one answers; none, or a wrong one, is an outage that names the
+    setting (the breaker then waits) rather than a bad answer that would dead-letter the item."""
+
+    async def ask(key: SecretStr | None) -> str:
+        backend = ChatBackend(llm.base_url, llm.name, timeout_s=60.0, max_tokens=8, guided=False, api_key=key)
+        try:
+            return await backend.complete([{"role": "user", "content": "hello"}], Greeting)
+        finally:
+            await backend.close()
+
+    assert isinstance(asyncio.run(ask(SecretStr(LLM_API_KEY))), str)
+    for key in (None, SecretStr("not-the-key")):
+        with pytest.raises(BackendUnavailable, match=r"refused the API key \(REASEQ_LLM_API_KEY\)"):
+            asyncio.run(ask(key))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from infra.ports import free_port
 from infra.vllm import VLLMServer
@@ -22,6 +23,7 @@ from reasoning.llm import ChatBackend
 from reasoning.llm_user_reasoner import LLMUserReasoner
 from reasoning.patterns import REASONING_DIR, PatternLibrary, mine_patterns
 from reasoning.user_reasoner import ItemLabels, Structure, UserChain
+from tests.conftest import LLM_API_KEY
 from tests.support import TINY_TRAINING
 from tests.test_train import write_lcrec
 from training.train import TrainConfig, train
@@ -81,6 +83,7 @@ def with_llm(tmp_path: Path, server: VLLMServer, **overrides: object) -> Setting
     fields = {
         "state_dir": tmp_path,
         "llm_url": server.base_url,
+        "llm_api_key": SecretStr(LLM_API_KEY),
         "llm_model": server.name,
         "llm_max_tokens": 1024,
         "llm_concurrency": 4,
@@ -234,6 +237,7 @@ def test_training_with_the_llm_reasoner_mines_fills_a_bounded_sample_and_the_ver
     tmp_path: Path, llm: VLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REASEQ_LLM_URL", llm.base_url)  # training takes the server from the environment's settings
+    monkeypatch.setenv("REASEQ_LLM_API_KEY", LLM_API_KEY)
     monkeypatch.setenv("REASEQ_LLM_CONCURRENCY", "8")
     monkeypatch.setenv("REASEQ_LLM_MAX_TOKENS", "1024")
     write_lcrec(tmp_path / "tiny", n_items=40, n_users=20, n_events=240)
@@ -253,7 +257,10 @@ def test_training_with_the_llm_reasoner_mines_fills_a_bounded_sample_and_the_ver
     assert side_inputs["examples_with_steps"] == [3, 3, 3]  # the bound, per part; the others have no steps
 
     model = InterestModel.load(
-        version, Settings().model_copy(update={"llm_url": llm.base_url, "state_dir": tmp_path / "worker"})
+        version,
+        Settings().model_copy(
+            update={"llm_url": llm.base_url, "llm_api_key": SecretStr(LLM_API_KEY), "state_dir": tmp_path / "worker"}
+        ),
     )
     assert isinstance(model.reasoner, LLMUserReasoner) and model.reasoner.prompt_version == library.prompt_version
     assert model.reasoner.mined_with == library.llm_model

@@ -181,8 +181,15 @@ async def build_reasoner(settings: Settings, encoder: TextEncoder) -> Reasoner:
         return EmbeddedReasoner(encoder)  # type: ignore[return-value]
     if not settings.llm_url:
         raise ValueError("REASEQ_LLM_BACKEND=vllm needs REASEQ_LLM_URL (e.g. http://127.0.0.1:8000/v1)")
-    model = settings.llm_model or await first_model(settings.llm_url)
-    backend = ChatBackend(settings.llm_url, model, settings.llm_timeout_s, settings.llm_max_tokens, settings.llm_guided)
+    model = settings.llm_model or await first_model(settings.llm_url, api_key=settings.llm_api_key)
+    backend = ChatBackend(
+        settings.llm_url,
+        model,
+        settings.llm_timeout_s,
+        settings.llm_max_tokens,
+        settings.llm_guided,
+        settings.llm_api_key,
+    )
     chain = ChainOfAgents(backend, PromptSet(settings.prompt_version), settings.llm_retries)
     return LLMReasoner(chain, model, settings.llm_concurrency)  # type: ignore[return-value]
 

@@ -66,19 +66,27 @@ def serve() -> None:
 
 
 def web(
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 serves other machines.")] = "127.0.0.1",
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default: REASEQ_WEB_HOST); beyond loopback it needs REASEQ_WEB_TOKEN."),
+    ] = None,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Default: REASEQ_WEB_PORT; unset there: a free one.")
     ] = None,
 ) -> None:
     """Serve the operator web page: pipeline health and throughput, recent enriched items, a user lookup."""
-    from dashboard.server import run_dashboard  # deferred: loads the web server (aiohttp)
+    from dashboard.server import ExposedWithoutToken, check_exposure, run_dashboard  # deferred: loads aiohttp
 
     settings = get_settings()
     configure(settings.log_level)
+    host = host or settings.web_host
+    try:
+        check_exposure(host, settings)
+    except ExposedWithoutToken as exc:
+        fail(exc)
     found = bootstrap()
     port = port or settings.web_port or free_port()
-    console.print(f"operator page: http://{host}:{port}/")
+    console.print(f"operator page: http://{host}:{port}/" + ("?token=…" if settings.web_token else ""))
     run_dashboard(settings, found, host, port)
 
 
