@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +34,7 @@ def tansu_binary() -> Path:
     return path
 
 
-EMBEDDED_CLUSTER_ID = "tansu-reaseq"
+EMBEDDED_CLUSTER_PREFIX = "tansu-reaseq-"  # and a new suffix at each start: a restarted broker is told apart
 
 
 def wait_for_listener(port: int, timeout_s: float) -> None:
@@ -57,6 +58,7 @@ class EmbeddedBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.cluster_id = f"{EMBEDDED_CLUSTER_PREFIX}{uuid.uuid4().hex[:12]}"
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://{self.bootstrap}"
@@ -64,7 +66,7 @@ class EmbeddedBroker:
             str(tansu_binary()),
             "broker",
             "--cluster-id",
-            EMBEDDED_CLUSTER_ID,
+            self.cluster_id,
             "--listener-url",
             url,
             "--advertised-listener-url",

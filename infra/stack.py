@@ -17,7 +17,7 @@ from infra.broker import EmbeddedBroker
 from infra.ports import free_port
 from infra.processes import ASYNC_WORKERS, is_stack_process, spawn_cli, stop_process, worker_args
 from infra.triton import TRITON, endpoints_for, port_env, promote, wait_ready
-from kafka_adapter.clients import wait_until_answers
+from kafka_adapter.clients import cluster_id, wait_until_answers
 from kafka_adapter.control import active_generation
 from kafka_adapter.provision import provision
 from reaseq.runfiles import (
@@ -68,7 +68,9 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
     existing = load_run_state(settings)
     if existing and existing.broker_pid and pid_alive(existing.broker_pid):
         raise StackError(f"a local stack is already running (broker pid {existing.broker_pid}); `reaseq down` first")
-    wanted_file(settings).unlink(missing_ok=True)  # what a stack that was not stopped cleanly wanted
+    # what a stack that was not stopped cleanly wanted and ran on: its broker is not this one
+    wanted_file(settings).unlink(missing_ok=True)
+    run_file(settings).unlink(missing_ok=True)
     if settings.kafka_bootstrap:
         bootstrap, broker_pid = settings.kafka_bootstrap, None
         wait_until_answers(bootstrap)
@@ -87,7 +89,9 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
     want(settings, add=components, broker_pid=broker_pid)
     supervisor = spawn_cli(settings, bootstrap, ["supervise"], SUPERVISOR)
     pids = supervised_pids(settings, [spec.name for spec in components])
-    state = RunState(bootstrap=bootstrap, broker_pid=broker_pid, supervisor_pid=supervisor.pid)
+    state = RunState(
+        bootstrap=bootstrap, cluster_id=cluster_id(bootstrap), broker_pid=broker_pid, supervisor_pid=supervisor.pid
+    )
     state.workers = [WorkerProcess(f"w{i}", generation, pids[f"w{i}.g{generation}"]) for i in range(workers)]
     state.async_workers = {command: pids[command] for command in ASYNC_WORKERS}
     state.web = WebProcess(pids["web"], f"http://127.0.0.1:{port}/")

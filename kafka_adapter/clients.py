@@ -8,8 +8,9 @@ Every producer, consumer and admin client of the project is made here, so that a
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,14 +109,49 @@ def faust_broker_url(bootstrap: str, embedded: bool) -> str:
     return f"{'tansu' if embedded else 'kafka'}://{bootstrap}"
 
 
+def cluster_id(bootstrap: str, timeout_s: float = 10.0) -> str:
+    """The id of the cluster answering at ``bootstrap`` (each start of the embedded broker has its own)."""
+    return admin(bootstrap, {"log_level": 0}).list_topics(timeout=timeout_s).cluster_id or ""
+
+
+def broker_replaced(bootstrap: str, expected: str, found: str) -> str:
+    """What to tell an operator whose broker is no longer the cluster the deployment started with."""
+    return (
+        f"the broker at {bootstrap} is not the one this deployment started with (cluster {expected!r}, now {found!r}): "
+        "its topics, and the state built from them, are gone (the embedded broker keeps them in memory). Restart the "
+        "stack: `reaseq down`, then `reaseq up`, and publish again"
+    )
+
+
+def watch_cluster(
+    bootstrap: str, expected: str, on_change: Callable[[str], None], interval_s: float = 5.0
+) -> threading.Thread:
+    """A daemon thread calling ``on_change`` with ``broker_replaced``'s message once the brokers at ``bootstrap`` answer
+    as another cluster than ``expected`` (a broker that does not answer is waited for, not a change)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                found = cluster_id(bootstrap, timeout_s=interval_s)
+            except KafkaException:
+                continue
+            if found != expected:
+                on_change(broker_replaced(bootstrap, expected, found))
+                return
+
+    thread = threading.Thread(target=watch, name="cluster-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def is_tansu(bootstrap: str) -> bool:
     """True for tansu, whose high watermark is the base offset of the last batch plus one.
 
     Readers of end offsets correct for it: ``kafka_adapter.offsets`` for the CLI, ``kafka_adapter.tansu_transport``
     for Faust.
     """
-    cluster_id = admin(bootstrap).list_topics(timeout=10).cluster_id or ""
-    return cluster_id.startswith("tansu")
+    return cluster_id(bootstrap).startswith("tansu")
 
 
 def wait_until_answers(bootstrap: str, timeout_s: float = 30.0) -> None:

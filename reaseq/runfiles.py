@@ -191,6 +191,7 @@ class WebProcess:
 @dataclass
 class RunState:
     bootstrap: str
+    cluster_id: str | None = None  # the broker's at `reaseq up`: another one later has lost the topics
     broker_pid: int | None = None
     supervisor_pid: int | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
@@ -212,7 +213,10 @@ def load_run_state(settings: Settings) -> RunState | None:
     report = read_report(settings)
     pids = {name: c.pid for name, c in report.components.items() if c.pid is not None} if report else {}
     state = RunState(
-        bootstrap=body["bootstrap"], broker_pid=body.get("broker_pid"), supervisor_pid=body.get("supervisor_pid")
+        bootstrap=body["bootstrap"],
+        cluster_id=body.get("cluster_id"),
+        broker_pid=body.get("broker_pid"),
+        supervisor_pid=body.get("supervisor_pid"),
     )
     state.async_workers = {name: pids.get(name, pid) for name, pid in body.get("async_workers", {}).items()}
     state.workers = [

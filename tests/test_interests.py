@@ -4,6 +4,7 @@ full distilled model version."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -190,3 +191,50 @@ def test_the_worker_answers_with_the_served_version_not_merely_the_newest(tmp_pa
     assert interest_version(settings) == older.resolve()
     repository.publish(bare)
     assert interest_version(settings) == newer  # the served version has no interest model
+
+
+def test_an_interest_worker_killed_mid_batch_answers_each_request_once_after_the_restart(
+    settings: Settings, workers: Spawn, tmp_path: Path
+) -> None:
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap
+    # small batches, so the kill lands inside the run of them
+    settings = settings.model_copy(update={"model_store": tmp_path / "store", "interest_batch": 4})
+    workers("w0")
+    world = generate(60, 40, 400, seed=6)
+    features = publish_world(settings, bootstrap, world)
+    fields = {"dataset": Path("topics"), **TINY_TRAINING}
+    train(
+        TrainConfig.model_validate(fields),
+        settings.model_store,
+        settings.state_dir,
+        data=load_from_topics(settings, bootstrap),
+    )
+    final = {
+        key.decode(): UserFeatureUpdate.model_validate_json(value).version
+        for key, value in latest_by_key(features.poll()).items()
+    }
+    interests = TopicReader(bootstrap, topic_name(settings, INTERESTS))
+
+    worker = spawn_async_worker(settings, bootstrap, "interests")
+    try:
+        interests.wait_for(lambda records: len(records) >= 4, timeout_s=180)
+        worker.kill()  # SIGKILL: no flush, no commit
+        worker.wait()
+        answered_at_kill = len(interests.poll(0.5))
+        assert answered_at_kill < len(final), "killed too late to test anything"
+        worker = spawn_async_worker(settings, bootstrap, "interests")
+
+        def done(results: list[InterestResult]) -> bool:
+            latest = {result.user_id: result.history_version for result in results}
+            return all(latest.get(user) == version for user, version in final.items())
+
+        interests.wait_for(lambda records: done(results_of(records)), timeout_s=300)
+        time.sleep(3.0)  # an answer given twice would have arrived by now
+        results = results_of(interests.poll(1.0))
+        answers = Counter((result.user_id, result.history_version) for result in results)
+        print(f"killed after {answered_at_kill} answers; {len(answers)} requests answered after the restart")
+        assert [request for request, count in answers.items() if count > 1] == []
+    finally:
+        stop_process(worker.pid, timeout_s=20)
+        interests.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -9,12 +11,21 @@ import typer
 from rich.console import Console
 
 from infra.stack import StackError, resolve_bootstrap
-from kafka_adapter.clients import BrokerError, await_kafka, wait_until_answers
-from reaseq.runfiles import TritonEndpoints, triton_endpoints
+from kafka_adapter.clients import (
+    BrokerError,
+    await_kafka,
+    broker_replaced,
+    cluster_id,
+    wait_until_answers,
+    watch_cluster,
+)
+from reaseq.runfiles import TritonEndpoints, load_run_state, triton_endpoints
 from reaseq.settings import get_settings
 
+log = logging.getLogger(__name__)
 console = Console()
 BROKER_ANSWER_S = 5.0  # one-shot commands give up on an unreachable broker after this long
+EXIT_BROKER_REPLACED = 3  # a worker's exit code once its broker is another cluster: its topics are gone
 
 
 def fail(message: object, code: int = 2) -> NoReturn:
@@ -41,10 +52,30 @@ def answering_bootstrap() -> str:
     return found
 
 
+def same_broker(bootstrap: str, code: int = EXIT_BROKER_REPLACED) -> str:
+    """The cluster id at ``bootstrap``; exit with ``code``, saying what to do, where the local stack started with
+    another cluster there (a restarted embedded broker, whose topics are gone)."""
+    found = cluster_id(bootstrap)
+    state = load_run_state(get_settings())
+    if state is not None and state.cluster_id and state.bootstrap == bootstrap and found != state.cluster_id:
+        fail(broker_replaced(bootstrap, state.cluster_id, found), code)
+    return found
+
+
+def _stop_on_replaced(message: str) -> None:
+    log.error(message)
+    # at once: the state this process holds was built from topics that no longer exist
+    os._exit(EXIT_BROKER_REPLACED)
+
+
 def awaited_bootstrap(topics: Sequence[str] = ()) -> str:
-    """The broker, for long-running workers: wait, logging why, until it answers and ``topics`` exist."""
+    """The broker, for long-running workers: wait, logging why, until it answers and ``topics`` exist; refuse a
+    broker that replaced the local stack's, and stop (exit 3, saying why) if it is replaced while the worker runs."""
     found = bootstrap()
+    await_kafka(found)
+    started_with = same_broker(found)
     await_kafka(found, topics)
+    watch_cluster(found, started_with, _stop_on_replaced)
     return found
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from infra.cli.common import answering_bootstrap, console, fail
+from infra.cli.common import answering_bootstrap, console, fail, same_broker
 from infra.feed import publish_dataset
 from infra.stack import StackError, serve_version, start_stack, stop_stack, wait_until_caught_up
 from infra.status import collect, render
@@ -97,6 +97,7 @@ def down() -> None:
 def status() -> None:
     """Topics, end offsets, consumer lag, store sizes and the local stack's processes; exits 1 while a component is down."""
     bootstrap = answering_bootstrap()
+    same_broker(bootstrap, code=1)
     found = collect(get_settings(), bootstrap)
     console.print(render(found))
     if found.down:
