@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test check browser vllm-env bench-baselines bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation device-bundle clean
+.PHONY: setup demo up down test check browser wrk vllm-env bench-baselines bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation device-bundle clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ up: setup
 down: setup
 	$(BIN)/reaseq down
 
-test: setup browser vllm-env check
+test: setup browser wrk vllm-env check
 	$(BIN)/python -m pytest -q
 
 # The structure and style contract: imports only down the layers and no cycles (pyproject's importlinter section),
@@ -53,10 +53,16 @@ browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# Debian's HTTP load generator: bench-serving drives Triton with it, a client this project did not write.
+wrk: SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+wrk:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+
 bench-stream: setup
 	$(BIN)/python -m benchmarks.stream
 
-bench-serving: setup
+bench-serving: setup wrk
 	$(BIN)/python -m benchmarks.serving
 
 bench-enrich: setup

@@ -9,6 +9,8 @@ Triton, so nothing else needs to run, and writes ``benchmarks/results/serving.js
 3. Triton: the same model directory served by tritonserver, ``concurrency`` threads each with its own gRPC
    client, so Triton's dynamic batcher stacks concurrent requests into one forward pass;
    each at concurrency 1, 8 and 32, with 100 known candidates per request and with top-10 generation;
+   then the same cells driven by wrk (Debian's HTTP load generator, ``benchmarks.wrk``) against Triton's KServe v2
+   HTTP endpoint: a client we did not write;
 4. freshness: new items published on the items topic one by one; for each, the time from handing it to the
    producer until a Triton response first scores it (polled every 10 ms).
 
@@ -38,6 +40,7 @@ from rich.table import Table
 
 from benchmarks.common import machine, percentile
 from benchmarks.sizes import RANKER_SIZES
+from benchmarks.wrk import run_wrk
 from infra.broker import EmbeddedBroker
 from infra.processes import spawn_worker, stop_process
 from infra.synthetic import SyntheticWorld, generate
@@ -207,6 +210,14 @@ def measure_size(
             return [RankClient(server.endpoints.grpc_url, timeout_s=30).send for _ in range(concurrency)]
 
         triton = measure_grid(clients, sets, args, "triton")
+        wrk: dict[str, Any] = {}
+        for mode, requests in sets.items():
+            for concurrency in CONCURRENCY:
+                cell = run_wrk(f"http://{server.endpoints.http_url}", requests, concurrency, args.seconds)
+                wrk[f"c{concurrency}_{mode}"] = cell
+                console.print(
+                    f"  wrk http c={concurrency:<2} {mode:<13} p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  {cell['throughput_rps']:7.1f} req/s  errors {cell['errors']}"
+                )
         client = RankClient(server.endpoints.grpc_url, timeout_s=30)
         delays = sorted(freshness(settings, bootstrap, client, sets["top10"][0].user_id, args.fresh_items))
     console.print(f"  freshness p50 {percentile(delays, 50):.3f} s, p95 {percentile(delays, 95):.3f} s")
@@ -216,6 +227,7 @@ def measure_size(
         "parameters": sum(p.numel() for p in TigerRanker.load(model_dir / "ranker").parameters()),
         "inprocess": inprocess,
         "triton": triton,
+        "wrk_http": wrk,
         "freshness_s": {
             "p50": round(percentile(delays, 50), 3),
             "p95": round(percentile(delays, 95), 3),
@@ -230,6 +242,7 @@ def summary(sizes: dict[str, Any], headline: str) -> dict[str, Any]:
     return {
         "headline_size": headline,
         "triton_p99_ms_c8_candidates100": c8_triton["p99_ms"],
+        "wrk_http_p99_ms_c8_candidates100": row["wrk_http"]["c8_candidates100"]["p99_ms"],
         "triton_over_inprocess_throughput_c8_candidates100": round(
             c8_triton["throughput_rps"] / c8_local["throughput_rps"], 3
         ),
@@ -240,7 +253,7 @@ def summary(sizes: dict[str, Any], headline: str) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     for name, row in result["sizes"].items():
-        table = Table(title=f"{name} ranker ({row['parameters']:,} parameters): in-process vs Triton gRPC")
+        table = Table(title=f"{name} ranker ({row['parameters']:,} parameters): in-process vs Triton gRPC and wrk HTTP")
         for column in (
             "cell",
             "in-process p50/p99 ms",
@@ -248,6 +261,8 @@ def report(result: dict[str, Any]) -> None:
             "triton p50/p99 ms",
             "triton req/s",
             "triton/in-process",
+            "wrk http p50/p99 ms",
+            "wrk req/s",
         ):
             table.add_column(column, justify="right")
         for cell, local in row["inprocess"].items():
@@ -259,6 +274,8 @@ def report(result: dict[str, Any]) -> None:
                 f"{remote['p50_ms']:.1f} / {remote['p99_ms']:.1f}",
                 f"{remote['throughput_rps']:.1f}",
                 f"{remote['throughput_rps'] / local['throughput_rps']:.2f}" if local["throughput_rps"] else "-",
+                f"{row['wrk_http'][cell]['p50_ms']:.1f} / {row['wrk_http'][cell]['p99_ms']:.1f}",
+                f"{row['wrk_http'][cell]['throughput_rps']:.1f}",
             )
         console.print(table)
     for name in result["sizes"]:

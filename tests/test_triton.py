@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from benchmarks.wrk import kserve_body, run_wrk
 from dashboard.probes import triton_health
 from dashboard.server import Recommender
 from infra.broker import EmbeddedBroker
@@ -120,6 +122,23 @@ def test_ranks_known_users_and_answers_unknown_ones(served: Served) -> None:
     cold = client.rank("someone-new", k=4)
     assert cold.source is RankSource.COLD_START and len(cold.items) == 4
     assert served.client("http").rank(user, k=5) == top  # both protocols, same answer
+
+
+def test_wrk_drives_the_http_endpoint_with_the_clients_requests(served: Served) -> None:
+    """bench-serving's outside client: each body the wrk script sends is a KServe v2 request the ranker answers as it
+    answers our client, and wrk's report is read."""
+    user = served.world.interactions[0].user_id
+    candidates = [item.item_id for item in served.world.items[:20]]
+    requests = [RankRequest(user_id=user, candidates=candidates), RankRequest(user_id=user, k=5)]
+    url = f"http://{served.triton.endpoints.http_url}"
+    post = urllib.request.Request(
+        f"{url}/v2/models/ranker/infer", data=kserve_body(requests[1]), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(post, timeout=30) as answer:
+        outputs = {output["name"]: output["data"] for output in json.loads(answer.read())["outputs"]}
+    assert outputs["ITEM_IDS"] == [item.item_id for item in served.client().rank(user, k=5).items]
+    cell = run_wrk(url, requests, concurrency=2, seconds=2.0)
+    assert cell["requests"] > 0 and cell["errors"] == 0 and 0 < cell["p50_ms"] <= cell["p99_ms"]
 
 
 def test_a_triton_named_by_settings_is_found_without_a_local_stack(served: Served, tmp_path: Path) -> None:
