@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -315,6 +315,17 @@ class RankRequest(BaseModel):
     user_id: Id
     candidates: list[Id] | None = Field(default=None, max_length=10_000)
     k: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("candidates")
+    @classmethod
+    def _each_candidate_once(cls, candidates: list[str] | None) -> list[str] | None:
+        """A repeated id is scored once, where it first appears; an empty list is refused (omitting it asks for the
+        top ``k``, which an empty list would silently not)."""
+        if candidates is None:
+            return None
+        if not candidates:
+            raise ValueError("candidates is empty: leave it out to generate the top k")
+        return list(dict.fromkeys(candidates))
 
 
 class RankSource(str, Enum):

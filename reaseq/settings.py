@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     serving_exclude_history: bool = Field(default=True, description="Top-k never repeats a user's history items.")
     serving_beam_size: int = Field(default=20, ge=1, le=100, description="Beam width of top-k generation.")
     serving_threads: int = Field(default=2, ge=1, description="Torch threads of the Triton ranker instance.")
+    serving_max_candidates: int = Field(
+        default=1000, ge=1, le=10_000, description="Candidates one rank request may hold; more are refused."
+    )
     llm_backend: Literal["embedded", "vllm"] = Field(
         default="embedded", description="Item reasoning: the no-LLM MiniLM reasoner, or an OpenAI-compatible server."
     )

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from reaseq.contracts import CatalogItem, DeadLetterReason, Interaction
+from reaseq.contracts import CatalogItem, DeadLetterReason, Interaction, RankRequest
 from reaseq.wire import ContractError, decode, encode
 
 ITEM = {
@@ -103,3 +104,10 @@ def test_any_bytes_either_decode_or_raise_contract_error(raw: bytes) -> None:
     for model in (CatalogItem, Interaction):
         with contextlib.suppress(ContractError):
             decode(model, raw, 10_000)
+
+
+def test_a_rank_request_scores_each_candidate_once_and_refuses_an_empty_list() -> None:
+    assert RankRequest(user_id="u", candidates=["a", "b", "a", "c", "b"]).candidates == ["a", "b", "c"]
+    with pytest.raises(ValidationError, match="candidates is empty"):
+        RankRequest(user_id="u", candidates=[])
+    assert RankRequest(user_id="u").candidates is None  # no list: the top k

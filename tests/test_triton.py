@@ -4,11 +4,13 @@ reasoning steps, beyond-log items) trained on the topics."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -291,6 +293,68 @@ def test_malformed_requests_get_clear_errors(served: Served) -> None:
     with pytest.raises(RankRequestError, match="k"):  # the client maps the server's refusal, without retrying
         served.client().send(RankRequest.model_construct(user_id="u", candidates=None, k=1000))
     assert served.client().rank("someone", k=2).source is RankSource.COLD_START  # the server is fine
+
+
+def test_bad_requests_mixed_into_good_traffic_fail_alone(served: Served) -> None:
+    """Bad requests sent among good ones, eight at a time, so Triton batches them together: each bad one gets its own
+    error or its documented answer, and every good one the answer it gets alone."""
+    user = served.world.interactions[0].user_id
+    known = [item.item_id for item in served.world.items[:30]]
+    expected = served.client().rank(user, candidates=known)
+
+    def text(*values: str) -> np.ndarray:
+        return np.array([[value.encode() for value in values]], dtype=np.object_)
+
+    bad: dict[str, tuple[dict[str, np.ndarray], str]] = {
+        "empty candidate list": ({"USER_ID": text(user), "CANDIDATES": text()}, "candidates is empty"),
+        "over the maximum": (
+            {"USER_ID": text(user), "CANDIDATES": text(*(f"x{n}" for n in range(1001)))},
+            "over the maximum of 1000",
+        ),
+        "two users in one request": ({"USER_ID": np.array([[b"a"], [b"b"]], dtype=np.object_)}, "one user id"),
+        "k as text": ({"USER_ID": text(user), "K": text("five")}, "K"),
+        "two values of k": (  # refused by Triton itself, by the model's input config
+            {"USER_ID": text(user), "K": np.array([[3, 4]], dtype=np.int32)},
+            "unexpected shape for input 'K'",
+        ),
+        "no user": ({"K": np.array([[5]], dtype=np.int32)}, "USER_ID"),
+    }
+
+    def send(arrays: dict[str, np.ndarray]) -> object:
+        client = triton_http.InferenceServerClient(served.triton.endpoints.http_url)
+        inputs = []
+        for name, array in arrays.items():
+            tensor = triton_http.InferInput(name, list(array.shape), "BYTES" if array.dtype == np.object_ else "INT32")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        try:
+            return client.infer("ranker", inputs)
+        except InferenceServerException as error:
+            return error
+        finally:
+            client.close()
+
+    good = {"USER_ID": text(user), "CANDIDATES": text(*known)}
+    mixed = [("good", good)] * 24 + [(name, arrays) for name, (arrays, _) in bad.items()] * 3
+    random.Random(5).shuffle(mixed)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda case: (case[0], send(case[1])), mixed))
+    for name, answer in answers:
+        if name == "good":
+            assert not isinstance(answer, InferenceServerException), answer
+            ids = [value.decode() for value in answer.as_numpy("ITEM_IDS").reshape(-1)]  # type: ignore[attr-defined]
+            assert ids == [item.item_id for item in expected.items]
+        else:
+            assert isinstance(answer, InferenceServerException), name
+            assert bad[name][1] in answer.message(), (name, answer.message())
+
+    # documented answers: a repeated candidate is scored once, an unknown one listed apart, an unknown user cold-started
+    repeated = served.client().rank(user, candidates=[known[0], known[1], known[0], "no-such-item"])
+    assert [item.item_id for item in repeated.items] == sorted(
+        [known[0], known[1]], key=lambda item: -next(i.score for i in repeated.items if i.item_id == item)
+    )
+    assert repeated.unknown == ["no-such-item"]
+    assert served.client().rank("nobody-knows-me", candidates=known[:3]).source is RankSource.COLD_START
 
 
 def test_promote_swaps_versions_without_failing_requests_and_rollback_restores(served: Served, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ class TritonPythonModel:
         artifact = json.loads((version_dir / ARTIFACT_FILE).read_text())
         if not settings.kafka_bootstrap:
             raise RuntimeError("KAFKA_BOOTSTRAP is not set: start Triton through infra.triton")
+        self.max_candidates = settings.serving_max_candidates
         self.runtime = ServingRuntime(Path(artifact["model_dir"]), settings, settings.kafka_bootstrap)
         self.runtime.start(artifact.get("catch_up_timeout_s", 120.0))
 
@@ -41,7 +42,7 @@ class TritonPythonModel:
         parsed: list[RankRequest | RequestError] = []
         for request in requests:
             try:
-                parsed.append(_parse(request))
+                parsed.append(_parse(request, self.max_candidates))
             except RequestError as error:
                 parsed.append(error)
         valid = [request for request in parsed if isinstance(request, RankRequest)]
@@ -58,11 +59,16 @@ class TritonPythonModel:
         self.runtime.close()
 
 
-def _parse(request: object) -> RankRequest:
+def _parse(request: object, max_candidates: int) -> RankRequest:
     users = _strings(request, "USER_ID")
     if users is None or users.shape[0] != 1 or users.size != 1:
         raise RequestError("USER_ID must hold exactly one user id per request; Triton batches concurrent requests")
     candidates = _strings(request, "CANDIDATES")
+    if candidates is not None and candidates.size > max_candidates:
+        raise RequestError(
+            f"CANDIDATES holds {candidates.size} ids, over the maximum of {max_candidates} "
+            "(REASEQ_SERVING_MAX_CANDIDATES)"
+        )
     k_tensor = pb_utils.get_input_tensor_by_name(request, "K")
     k = DEFAULT_K if k_tensor is None else int(k_tensor.as_numpy().reshape(-1)[0])
     try:
