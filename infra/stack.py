@@ -8,6 +8,7 @@ started later (publish, status, replay, down) find the broker, the page and Trit
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -61,6 +62,25 @@ def resolve_bootstrap(settings: Settings) -> str:
     return state.bootstrap
 
 
+def topic_stores(settings: Settings) -> list[Path]:
+    """The local stores built from topics: the stream workers' tables, the serving replicas, the enrichment and
+    interest workers' tables and the page's cache (not the model store, Triton's repository or the encoder caches)."""
+    return [
+        settings.state_dir / "workers",
+        settings.state_dir / "serving",
+        settings.state_dir / "enrichment" / settings.app_id,
+        settings.state_dir / "interests",
+        settings.state_dir / "dashboard",
+    ]
+
+
+def clear_topic_stores(settings: Settings) -> None:
+    """The embedded broker starts empty: so must every store built from its topics, or a table would hold the last
+    stack's state (and skip the same events published again as already seen)."""
+    for store in topic_stores(settings):
+        shutil.rmtree(store, ignore_errors=True)
+
+
 def start_stack(settings: Settings, workers: int, generation: int, serve: bool = True) -> RunState:
     """Start the broker (unless external), then the supervisor with the workers and the page and, with ``serve`` and a
     trained model, Triton. Triton serves the repository's newest ranker version, or the model store's newest when
@@ -75,6 +95,7 @@ def start_stack(settings: Settings, workers: int, generation: int, serve: bool =
         bootstrap, broker_pid = settings.kafka_bootstrap, None
         wait_until_answers(bootstrap)
     else:
+        clear_topic_stores(settings)
         run_dir(settings).mkdir(parents=True, exist_ok=True)
         broker = EmbeddedBroker(log_path=run_dir(settings) / "broker.log").start()
         assert broker.process is not None

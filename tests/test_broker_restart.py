@@ -14,6 +14,7 @@ import pytest
 from infra.broker import EmbeddedBroker
 from infra.cli.common import EXIT_BROKER_REPLACED
 from infra.processes import spawn_async_worker, spawn_worker, stop_process, worker_env
+from infra.stack import clear_topic_stores, topic_stores
 from infra.synthetic import generate
 from kafka_adapter.clients import admin
 from kafka_adapter.provision import provision
@@ -82,3 +83,16 @@ def test_workers_and_status_say_the_topics_are_gone(tmp_path: Path) -> None:
         for process in (worker, enrichment):
             stop_process(process.pid, timeout_s=15)
         (second or first).stop()
+
+
+def test_a_new_embedded_broker_starts_with_empty_stores(tmp_path: Path) -> None:
+    """`reaseq up` starts an empty embedded broker: the stores built from the last one's topics go, the rest stays."""
+    settings = Settings(state_dir=tmp_path)
+    for store in topic_stores(settings):
+        (store / "data").mkdir(parents=True)
+    kept = [tmp_path / "enrichment" / "encoder-cache", tmp_path / "triton" / "repository", tmp_path / "run"]
+    for folder in kept:
+        folder.mkdir(parents=True)
+    clear_topic_stores(settings)
+    assert not any(store.exists() for store in topic_stores(settings))
+    assert all(folder.exists() for folder in kept)
