@@ -3,8 +3,8 @@ get the same records, one through ``reaseq publish``'s code, the other through k
 (keyless lines) and a plain confluent-kafka producer (keys of its own, foreign headers, its default partitioner).
 
 kcat cannot be that client against the embedded broker: Debian's kcat 1.7.1 is built on librdkafka 2.0.2, which
-mis-skips the tagged fields tansu writes into every ApiVersions v3 answer (Apache Kafka omits them at their
-defaults, so kcat works against it). The README says so and shows both commands."""
+misreads the tagged fields tansu writes into every ApiVersions v3 answer. The README says why and shows the
+commands."""
 
 from __future__ import annotations
 
