@@ -107,6 +107,8 @@ class Follower:
 
     def apply(self, entries: Entries, positions: Mapping[Partition, int]) -> None:
         """Write ``entries`` (None deletes a key) and the next offsets to read, ``positions``, atomically."""
+        if not entries and not positions:  # an empty fetch: the followers' loops poll often
+            return
         writes = WriteBatch(raw_mode=True)
         for key, value in entries.items():
             if value is None:
