@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 from transformers import get_constant_schedule_with_warmup, get_inverse_sqrt_schedule
 
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 
 TEST_RANKS_FILE = "test_ranks.npy"  # in a version directory: each test user's target rank, in the split's order
+LrSchedule = Literal["constant", "inverse_sqrt", "cooldown"]
+SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
+
 FULL = SideInputs(knowledge=True, reasoning="structured", beyond_log=True)
 # The ablation's rows: which text the semantic IDs come from, and what the ranker reads beside the history.
 VARIANTS: dict[str, tuple[Literal["catalog", "knowledge"], SideInputs]] = {
@@ -91,7 +94,10 @@ class TrainConfig(BaseModel):
     )
     batch_size: int = 256
     learning_rate: float = 1e-3  # the peak, reached after warmup_steps
-    lr_schedule: Literal["constant", "inverse_sqrt"] = "constant"  # after warm-up; inverse_sqrt is TIGER's and T5's
+    # after warm-up; inverse_sqrt is TIGER's and T5's; cooldown holds the peak, then falls linearly to zero over the
+    # last cooldown_share of max_minutes (warm-up, stable, decay: a budget-stopped run ends annealed, not mid-stride)
+    lr_schedule: LrSchedule = "constant"
+    cooldown_share: float = Field(default=0.2, gt=0.0, le=1.0)
     warmup_steps: int = 0  # optimiser steps of linear warm-up from zero
     weight_decay: float = 0.01
     # Every second epoch, and stop after three passes without a gain: on the converged curves of BENCHMARKS.md the
@@ -111,6 +117,12 @@ class TrainConfig(BaseModel):
     user_reasoner: UserReasonerKind = "embedded"
     llm_fill_users: int | None = 2000  # with the LLM: examples per split part whose steps it fills (None: all)
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _cooldown_needs_a_budget(self) -> TrainConfig:
+        if self.lr_schedule == "cooldown" and self.max_minutes is None:
+            raise ValueError("lr_schedule 'cooldown' ends at the time budget: set max_minutes")
+        return self
 
 
 def config_from(fields: dict[str, object], source: str) -> TrainConfig:
@@ -232,27 +244,48 @@ def evaluate(
     return accumulator
 
 
-SCHEDULES: dict[str, Callable[..., torch.optim.lr_scheduler.LambdaLR]] = {
-    "constant": get_constant_schedule_with_warmup,
-    "inverse_sqrt": get_inverse_sqrt_schedule,
-}
+def cooldown_factor(step: int, warmup_steps: int, budget_left: float, cooldown_share: float) -> float:
+    """The cooldown schedule's multiple of the peak rate: linear warm-up over ``warmup_steps``, then 1 until
+    ``budget_left`` (the share of the time budget still to run) falls to ``cooldown_share``, then linearly to 0."""
+    warm = min(1.0, step / max(1, warmup_steps))
+    return warm * min(1.0, max(0.0, budget_left) / cooldown_share)
+
+
+def learning_rate_schedule(
+    optimiser: torch.optim.Optimizer, config: TrainConfig, budget_left: Callable[[], float]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``config.lr_schedule`` for ``optimiser``; ``budget_left`` gives the share of the time budget still to run."""
+    if config.lr_schedule == "inverse_sqrt":
+        return get_inverse_sqrt_schedule(optimiser, num_warmup_steps=config.warmup_steps)
+    if config.lr_schedule == "constant":
+        return get_constant_schedule_with_warmup(optimiser, num_warmup_steps=config.warmup_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: cooldown_factor(step, config.warmup_steps, budget_left(), config.cooldown_share)
+    )
 
 
 def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path, side: SideData) -> dict[str, object]:
     """Train with AdamW under ``lr_schedule``, validate every ``eval_every`` epochs, keep the best weights by validation
-    NDCG@10; stop after ``patience`` validations without improvement, or after the epoch that used up ``max_minutes``.
+    NDCG@10; stop after ``patience`` validations without improvement, or before an epoch that would not end within
+    ``max_minutes`` (judged by the last epoch's length).
 
     Batches are cut by length (``length_batches``) from rows collated once; with causal history attention a row is a
     sequence window whose targets all train in one pass. On CUDA the step runs under bf16 autocast.
     """
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = SCHEDULES[config.lr_schedule](optimiser, num_warmup_steps=config.warmup_steps)
+    budget = None if config.max_minutes is None else 60 * config.max_minutes
+    deadline = None if budget is None else time.monotonic() + budget
+
+    def budget_left() -> float:
+        return 1.0 if deadline is None else (deadline - time.monotonic()) / max(budget or 0.0, 1e-9)
+
+    scheduler = learning_rate_schedule(optimiser, config, budget_left)
     rng = np.random.default_rng(config.seed)
-    deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
     examples = ranker.training_examples(split.train.users, split.train.histories, split.train.targets, side.train)
     loss_of = torch.compile(ranker.loss, dynamic=True) if config.compile else ranker.loss
     stopper, history, out_of_time, validating = EarlyStopping("ndcg@10", config.patience), [], False, 0.0
     for epoch in range(1, config.epochs + 1):
+        epoch_started = time.monotonic()
         ranker.train()
         total = torch.zeros((), device=ranker.device)  # summed on the device: a per-batch .item() waits for the GPU
         batches = length_batches(examples.lengths, examples.target_counts, config.batch_size, rng)
@@ -265,7 +298,9 @@ def fit(ranker: TigerRanker, split: Split, config: TrainConfig, checkpoint: Path
             scheduler.step()
             total += loss.detach() * int(examples.target_counts[rows].sum())
         entry: dict[str, object] = {"epoch": epoch, "loss": total.item() / int(examples.target_counts.sum())}
-        out_of_time = deadline is not None and time.monotonic() > deadline
+        # stop before an epoch as long as this one would overrun the budget (and, under cooldown, run at rate zero)
+        now = time.monotonic()
+        out_of_time = deadline is not None and now + (now - epoch_started) > deadline
         if epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time:
             started = time.monotonic()
             metrics = evaluate(ranker, split.valid, config, config.max_eval_users, side.valid).result()
