@@ -16,13 +16,7 @@ from reaseq.settings import Settings, get_settings
 
 
 def _ssl_context(s: Settings) -> ssl.SSLContext | None:
-    if not s.kafka_security_protocol.endswith("SSL"):
-        return None
-    return create_ssl_context(
-        cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None,
-        certfile=str(s.kafka_ssl_certfile) if s.kafka_ssl_certfile else None,
-        keyfile=str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None,
-    )
+    return create_ssl_context(**s.kafka_ssl_files) if s.kafka_uses_tls else None
 
 
 def aiokafka_security(settings: Settings | None = None) -> dict[str, Any]:
@@ -31,12 +25,11 @@ def aiokafka_security(settings: Settings | None = None) -> dict[str, Any]:
     if s.kafka_security_protocol == "PLAINTEXT":
         return {}
     options: dict[str, Any] = {"security_protocol": s.kafka_security_protocol, "ssl_context": _ssl_context(s)}
-    if s.kafka_security_protocol.startswith("SASL"):
-        assert s.kafka_sasl_password is not None  # the settings check it
+    if (login := s.kafka_sasl_login) is not None:
         options |= {
-            "sasl_mechanism": s.kafka_sasl_mechanism,
-            "sasl_plain_username": s.kafka_sasl_username,
-            "sasl_plain_password": s.kafka_sasl_password.get_secret_value(),
+            "sasl_mechanism": login.mechanism,
+            "sasl_plain_username": login.username,
+            "sasl_plain_password": login.password,
         }
     return options
 
@@ -44,13 +37,9 @@ def aiokafka_security(settings: Settings | None = None) -> dict[str, Any]:
 def faust_credentials(settings: Settings) -> CredentialsT | None:
     """The stream app's broker credentials for the settings' TLS and SASL; None for PLAINTEXT."""
     context = _ssl_context(settings)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None  # the settings check it
+    if (login := settings.kafka_sasl_login) is not None:
         return SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.get_secret_value(),
-            ssl_context=context,
-            mechanism=settings.kafka_sasl_mechanism,
+            username=login.username, password=login.password, ssl_context=context, mechanism=login.mechanism
         )
     return SSLCredentials(context) if context is not None else None
 

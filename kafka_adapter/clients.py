@@ -54,6 +54,9 @@ class BrokerError(RuntimeError):
     """Kafka did not answer, or the embedded broker could not be started."""
 
 
+_LIBRDKAFKA_FILES = {"cafile": "ssl.ca.location", "certfile": "ssl.certificate.location", "keyfile": "ssl.key.location"}
+
+
 def security_config(settings: Settings | None = None) -> dict[str, str]:
     """The librdkafka properties of the settings' TLS and SASL (the process's settings by default); none for
     PLAINTEXT. librdkafka does its own TLS, so nothing here imports ``ssl`` (the serving replica inside Triton
@@ -62,19 +65,9 @@ def security_config(settings: Settings | None = None) -> dict[str, str]:
     if s.kafka_security_protocol == "PLAINTEXT":
         return {}
     config = {"security.protocol": s.kafka_security_protocol.lower()}
-    if s.kafka_security_protocol.startswith("SASL"):
-        assert s.kafka_sasl_username is not None and s.kafka_sasl_password is not None  # the settings check it
-        config |= {
-            "sasl.mechanisms": s.kafka_sasl_mechanism,
-            "sasl.username": s.kafka_sasl_username,
-            "sasl.password": s.kafka_sasl_password.get_secret_value(),
-        }
-    files = {
-        "ssl.ca.location": s.kafka_ssl_cafile,
-        "ssl.certificate.location": s.kafka_ssl_certfile,
-        "ssl.key.location": s.kafka_ssl_keyfile,
-    }
-    return config | {name: str(path) for name, path in files.items() if path is not None}
+    if (login := s.kafka_sasl_login) is not None:
+        config |= {"sasl.mechanisms": login.mechanism, "sasl.username": login.username, "sasl.password": login.password}
+    return config | {_LIBRDKAFKA_FILES[role]: path for role, path in s.kafka_ssl_files.items()}
 
 
 def _config(bootstrap: str, config: Config | None) -> dict[str, Any]:
@@ -129,11 +122,13 @@ def watch_cluster(
     """A daemon thread calling ``on_change`` with ``broker_replaced``'s message once the brokers at ``bootstrap`` answer
     as another cluster than ``expected`` (a broker that does not answer is waited for, not a change)."""
 
+    client = admin(bootstrap, {"log_level": 0})  # one connection for the process's life, not one per look
+
     def watch() -> None:
         while True:
             time.sleep(interval_s)
             try:
-                found = cluster_id(bootstrap, timeout_s=interval_s)
+                found = client.list_topics(timeout=interval_s).cluster_id or ""
             except KafkaException:
                 continue
             if found != expected:
@@ -174,8 +169,8 @@ def _note_refusal(error: KafkaError, refusals: list[str]) -> None:
         refusals.append(error.str())
 
 
-def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0) -> None:
-    """Block until ``bootstrap`` answers and ``topics`` exist, however long that takes.
+def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0) -> str:
+    """Block until ``bootstrap`` answers and ``topics`` exist, however long that takes; returns the cluster's id.
 
     Long-running processes start with it, so that one started before its broker (or before the topics are
     provisioned) waits and says why in an error every ``retry_s``, rather than exiting or crash-looping.
@@ -185,7 +180,7 @@ def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0
     waited = False
     while True:
         try:
-            existing = client.list_topics(timeout=retry_s).topics
+            metadata = client.list_topics(timeout=retry_s)
         except KafkaException as exc:  # the metadata request itself waited retry_s
             client.poll(0)  # serves error_cb: a refused login is told apart from a broker that is not there
             if refusals:
@@ -198,11 +193,11 @@ def await_kafka(bootstrap: str, topics: Sequence[str] = (), retry_s: float = 5.0
                 log.error("Kafka not reachable; waiting for it", extra={"bootstrap": bootstrap, "error": str(exc)})
             waited = True
             continue
-        missing = [topic for topic in topics if topic not in existing]
+        missing = [topic for topic in topics if topic not in metadata.topics]
         if not missing:
             if waited:
                 log.warning("Kafka reachable; starting", extra={"bootstrap": bootstrap})
-            return
+            return metadata.cluster_id or ""
         log.error("topics missing; waiting for them (`reaseq provision`)", extra={"missing": missing})
         waited = True
         time.sleep(retry_s)

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SaslLogin(NamedTuple):
+    """The SASL login every Kafka client of the process uses."""
+
+    mechanism: str
+    username: str
+    password: str
 
 
 class Settings(BaseSettings):
@@ -135,19 +143,41 @@ class Settings(BaseSettings):
                 f"kafka_security_protocol {self.kafka_security_protocol} needs KAFKA_BOOTSTRAP: the embedded broker "
                 "takes plaintext on loopback only"
             )
-        sasl = self.kafka_security_protocol.startswith("SASL")
-        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+        if self.kafka_security_protocol.startswith("SASL") and self.kafka_sasl_login is None:
             raise ValueError(
                 f"kafka_security_protocol {self.kafka_security_protocol} needs REASEQ_KAFKA_SASL_USERNAME and "
                 "REASEQ_KAFKA_SASL_PASSWORD"
             )
-        tls = self.kafka_security_protocol.endswith("SSL")
-        files = [self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile]
-        if not tls and any(files):
+        if not self.kafka_uses_tls and self.kafka_ssl_files:
             raise ValueError("kafka_ssl_* files are read only with kafka_security_protocol SSL or SASL_SSL")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
         return self
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol.endswith("SSL")
+
+    @property
+    def kafka_sasl_login(self) -> SaslLogin | None:
+        """The login, where the protocol is a SASL one and both its parts are set (the check above requires them)."""
+        if not self.kafka_security_protocol.startswith("SASL"):
+            return None
+        if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+            return None
+        return SaslLogin(
+            self.kafka_sasl_mechanism, self.kafka_sasl_username, self.kafka_sasl_password.get_secret_value()
+        )
+
+    @property
+    def kafka_ssl_files(self) -> dict[Literal["cafile", "certfile", "keyfile"], str]:
+        """The TLS files that are set, by role."""
+        files = {
+            "cafile": self.kafka_ssl_cafile,
+            "certfile": self.kafka_ssl_certfile,
+            "keyfile": self.kafka_ssl_keyfile,
+        }
+        return {role: str(path) for role, path in files.items() if path is not None}  # type: ignore[misc]
 
     def topic(self, name: str) -> str:
         """Full name of one of the project's topics."""

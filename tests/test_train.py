@@ -27,7 +27,7 @@ from training.datasets import Examples, load_dataset
 from training.distillation import item_knowledge
 from training.errors import ConfigError, DatasetError
 from training.metrics import metric_values
-from training.train import TEST_RANKS_FILE, TrainConfig, config_from, evaluate, train
+from training.train import TEST_RANKS_FILE, TrainConfig, config_from, cooldown_factor, evaluate, train
 
 
 def write_lcrec(folder: Path, n_items: int, n_users: int, n_events: int) -> None:
@@ -155,6 +155,14 @@ def test_the_warm_up_raises_the_learning_rate_from_zero(tmp_path: Path) -> None:
 
     assert not parameters_moved(10**9), "an epoch deep in a long warm-up barely moves the weights"
     assert parameters_moved(0)
+
+
+def test_the_cooldown_holds_the_peak_then_falls_to_zero_at_the_budget() -> None:
+    rates = [cooldown_factor(step, 100, left, 0.2) for step, left in [(0, 1.0), (50, 1.0), (500, 0.5), (500, 0.1)]]
+    assert rates == approx([0.0, 0.5, 1.0, 0.5])
+    assert cooldown_factor(500, 100, 0.0, 0.2) == cooldown_factor(500, 100, -0.3, 0.2) == 0.0, "past the budget: zero"
+    with pytest.raises(ValueError, match="set max_minutes"):
+        TrainConfig.model_validate({"dataset": "x", "lr_schedule": "cooldown"})
 
 
 def test_a_bad_config_or_dataset_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:

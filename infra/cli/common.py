@@ -52,10 +52,11 @@ def answering_bootstrap() -> str:
     return found
 
 
-def same_broker(bootstrap: str, code: int = EXIT_BROKER_REPLACED) -> str:
-    """The cluster id at ``bootstrap``; exit with ``code``, saying what to do, where the local stack started with
-    another cluster there (a restarted embedded broker, whose topics are gone)."""
-    found = cluster_id(bootstrap)
+def same_broker(bootstrap: str, code: int = EXIT_BROKER_REPLACED, cluster: str | None = None) -> str:
+    """The cluster id at ``bootstrap`` (``cluster`` where the caller has just read it); exit with ``code``, saying what
+    to do, where the local stack started with another cluster there (a restarted embedded broker, whose topics are
+    gone)."""
+    found = cluster_id(bootstrap) if cluster is None else cluster
     state = load_run_state(get_settings())
     if state is not None and state.cluster_id and state.bootstrap == bootstrap and found != state.cluster_id:
         fail(broker_replaced(bootstrap, state.cluster_id, found), code)
@@ -72,8 +73,8 @@ def awaited_bootstrap(topics: Sequence[str] = ()) -> str:
     """The broker, for long-running workers: wait, logging why, until it answers and ``topics`` exist; refuse a
     broker that replaced the local stack's, and stop (exit 3, saying why) if it is replaced while the worker runs."""
     found = bootstrap()
-    await_kafka(found)
-    started_with = same_broker(found)
+    # the broker first, then its topics: a replaced broker has none, and waiting for them would hide why
+    started_with = same_broker(found, cluster=await_kafka(found))
     await_kafka(found, topics)
     watch_cluster(found, started_with, _stop_on_replaced)
     return found
