@@ -93,7 +93,7 @@ ABLATION_PRESET ?= ablation-cpu
 bench-ablation: setup
 	for seed in $(ABLATION_SEEDS); do \
 		test -f benchmarks/results/quality-scientific-seed$$seed.json || \
-		$(BIN)/python -m benchmarks.quality --datasets amazon-scientific --preset $(ABLATION_PRESET) --seed $$seed || exit 1; \
+		$(BIN)/python -m benchmarks.quality --datasets amazon-scientific --preset $(ABLATION_PRESET) --seed $$seed --resume || exit 1; \
 	done
 	$(BIN)/python -m benchmarks.combine_seeds $(foreach seed,$(ABLATION_SEEDS),benchmarks/results/quality-scientific-seed$(seed).json) \
 		--out benchmarks/results/quality-scientific.json

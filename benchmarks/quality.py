@@ -16,6 +16,7 @@ time of every run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -225,6 +226,12 @@ def main() -> None:
         "--encoder", default=DEFAULT_MODEL, help="sentence-transformers model name or folder for item and step texts"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (useful on a GPU)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the rows an earlier command finished with the same settings (kept in --out), so that a long table "
+        "is built over several sessions",
+    )
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
@@ -250,13 +257,47 @@ def main() -> None:
                 name, configs[name], {model: runs[name][model] for model in planned[name]}, skipped[name], args
             )
 
+    tasks = []
     for name in configs:
-        if not planned[name]:
-            write_when_done(name)
-    tasks = [(name, model, configs[name]) for name in configs for model in planned[name]]
-    for (name, model), run in run_all(sorted(tasks, key=lambda task: heaviest_first(task[1])), args):
-        runs[name][model] = run
+        for model in planned[name]:
+            earlier = finished_run(name, model, configs[name], args) if args.resume else None
+            if earlier is None:
+                tasks.append((name, model, configs[name]))
+            else:
+                print(f"{name} {model}: reusing the run finished {earlier['finished']}")
+                runs[name][model] = earlier
         write_when_done(name)
+    for (name, model), run in run_all(sorted(tasks, key=lambda task: heaviest_first(task[1])), args):
+        runs[name][model] = keep_run(name, model, configs[name], args, run)
+        write_when_done(name)
+
+
+def run_file(name: str, model: str, config: TrainConfig, args: argparse.Namespace) -> Path:
+    """Where a finished row is kept, named by everything that decides it: the dataset, the row and its settings."""
+    settings = {"model": model, "config": config.model_dump(mode="json")}
+    if model == "sasrec":
+        settings["sasrec_epochs"] = args.sasrec_epochs
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return args.out / "finished-rows" / f"{name}-{model}-{digest}.json"
+
+
+def keep_run(
+    name: str, model: str, config: TrainConfig, args: argparse.Namespace, run: dict[str, Any]
+) -> dict[str, Any]:
+    path = run_file(name, model, config, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run = {**run, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path.write_text(json.dumps(run))
+    return run
+
+
+def finished_run(name: str, model: str, config: TrainConfig, args: argparse.Namespace) -> dict[str, Any] | None:
+    """A row finished earlier with the same settings, whose model version (with its test ranks) is still there."""
+    path = run_file(name, model, config, args)
+    if not path.exists():
+        return None
+    run: dict[str, Any] = json.loads(path.read_text())
+    return run if "model_version" not in run or Path(run["model_version"]).exists() else None
 
 
 def heaviest_first(model: str) -> tuple[bool, bool]:

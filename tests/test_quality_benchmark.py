@@ -117,7 +117,7 @@ def test_seeds_combine_into_means_spreads_and_each_seeds_interval() -> None:
         combine([fake_result(7, 0.02, 0.024, [0.1, 0.3]), fake_result(7, 0.03, 0.033, [0.02, 0.2])])
 
 
-def test_a_preset_sets_the_run_and_a_flag_still_wins(tmp_path: Path) -> None:
+def test_a_preset_sets_the_run_a_flag_still_wins_and_finished_rows_resume(tmp_path: Path) -> None:
     folder = tmp_path / "Mine"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -157,3 +157,14 @@ def test_a_preset_sets_the_run_and_a_flag_still_wins(tmp_path: Path) -> None:
     assert result["user_buckets"] == 1 and ranker["tokenizer"]["num_user_buckets"] == 1  # the preset reaches the model
     assert run["epochs_run"] == 1 and run["converged"] is False and 0 < run["validation_share"] < 1
     assert result["skipped"] == {"beyond_log": "causal history attention takes no per-example side inputs"}
+
+    again = subprocess.run([*command, "--resume"], check=True, capture_output=True, text=True, timeout=300)
+    assert "tiger: reusing the run finished" in again.stdout  # the same settings: not trained again
+    resumed = orjson.loads((tmp_path / "results" / "quality-Mine.json").read_bytes())
+    assert resumed["runs"]["tiger"]["model_version"] == run["model_version"]
+    changed = subprocess.run(
+        [*command, "--resume", "--learning-rate", "2e-3"], check=True, capture_output=True, text=True, timeout=300
+    )
+    assert "reusing" not in changed.stdout  # another setting is another row
+    retrained = orjson.loads((tmp_path / "results" / "quality-Mine.json").read_bytes())
+    assert retrained["runs"]["tiger"]["model_version"] != run["model_version"]
