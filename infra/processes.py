@@ -80,8 +80,9 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-AsyncWorker = Literal["enrich", "interests"]
-ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests")  # item knowledge, beyond-log interests
+AsyncWorker = Literal["enrich", "interests", "ids"]
+# item knowledge, beyond-log interests, the semantic IDs of items published after training
+ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests", "ids")
 
 
 def worker_args(generation: int, name: str) -> list[str]:
@@ -95,5 +96,5 @@ def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str)
 
 
 def spawn_async_worker(settings: Settings, bootstrap: str, command: AsyncWorker) -> subprocess.Popen[bytes]:
-    """Start an asynchronous worker, ``reaseq enrich`` or ``reaseq interests`` (log: ``run/<command>.log``)."""
+    """Start an asynchronous worker, ``reaseq enrich``, ``interests`` or ``ids`` (log: ``run/<command>.log``)."""
     return spawn_cli(settings, bootstrap, [command], command)
