@@ -80,6 +80,20 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def await_group_exit(pgid: int, timeout_s: float = 10.0) -> None:
+    """Wait until every process of the group ``pgid`` is gone (a leader's children may outlive it), then SIGKILL
+    what is left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 AsyncWorker = Literal["enrich", "interests", "ids"]
 # item knowledge, beyond-log interests, the semantic IDs of items published after training
 ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests", "ids")
