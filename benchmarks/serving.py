@@ -12,7 +12,8 @@ Triton, so nothing else needs to run, and writes ``benchmarks/results/serving.js
    then the same cells driven by wrk (Debian's HTTP load generator, ``benchmarks.wrk``) against Triton's KServe v2
    HTTP endpoint: a client we did not write;
 4. freshness: new items published on the items topic one by one; for each, the time from handing it to the
-   producer until a Triton response first scores it (polled every 10 ms).
+   producer until a Triton response first scores it (polled every 10 ms): through the stream, the semantic-ID
+   writer (``reaseq ids``) and Triton's replica.
 
 Every cell runs for ``--seconds`` after a warm-up; latency is per request, throughput is requests per second.
 """
@@ -42,7 +43,7 @@ from benchmarks.common import machine, percentile
 from benchmarks.sizes import RANKER_SIZES
 from benchmarks.wrk import run_wrk
 from infra.broker import EmbeddedBroker
-from infra.processes import spawn_worker, stop_process
+from infra.processes import spawn_async_worker, spawn_worker, stop_process
 from infra.synthetic import SyntheticWorld, generate
 from infra.triton import TritonServer
 from kafka_adapter.provision import provision
@@ -204,6 +205,7 @@ def measure_size(
 
     triton_settings = settings.model_copy(update={"state_dir": root / f"triton-{name}"})
     ModelRepository(triton_settings).publish(model_dir)
+    writer = spawn_async_worker(triton_settings, bootstrap, "ids")  # the fresh items' semantic IDs
     with TritonServer(triton_settings, bootstrap) as server:
 
         def clients(concurrency: int) -> list[Call]:
@@ -220,6 +222,7 @@ def measure_size(
                 )
         client = RankClient(server.endpoints.grpc_url, timeout_s=30)
         delays = sorted(freshness(settings, bootstrap, client, sets["top10"][0].user_id, args.fresh_items))
+    stop_process(writer.pid)
     console.print(f"  freshness p50 {percentile(delays, 50):.3f} s, p95 {percentile(delays, 95):.3f} s")
     config = RANKER_SIZES[name]
     return {

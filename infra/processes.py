@@ -80,8 +80,23 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-AsyncWorker = Literal["enrich", "interests"]
-ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests")  # item knowledge, beyond-log interests
+def await_group_exit(pgid: int, timeout_s: float = 10.0) -> None:
+    """Wait until every process of the group ``pgid`` is gone (a leader's children may outlive it), then SIGKILL
+    what is left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+AsyncWorker = Literal["enrich", "interests", "ids"]
+# item knowledge, beyond-log interests, the semantic IDs of items published after training
+ASYNC_WORKERS: tuple[AsyncWorker, ...] = ("enrich", "interests", "ids")
 
 
 def worker_args(generation: int, name: str) -> list[str]:
@@ -95,5 +110,5 @@ def spawn_worker(settings: Settings, bootstrap: str, generation: int, name: str)
 
 
 def spawn_async_worker(settings: Settings, bootstrap: str, command: AsyncWorker) -> subprocess.Popen[bytes]:
-    """Start an asynchronous worker, ``reaseq enrich`` or ``reaseq interests`` (log: ``run/<command>.log``)."""
+    """Start an asynchronous worker, ``reaseq enrich``, ``interests`` or ``ids`` (log: ``run/<command>.log``)."""
     return spawn_cli(settings, bootstrap, [command], command)

@@ -20,7 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from infra.ports import free_ports
-from infra.processes import stop_process, worker_env
+from infra.processes import await_group_exit, stop_process, worker_env
 from reaseq.runfiles import TritonEndpoints, log_tail
 from reaseq.settings import Settings
 from serving.client import admin_client
@@ -209,6 +209,9 @@ class TritonServer:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process.pid, timeout_s=30)
+            # the Python backend's stub (the ranker and its replica's follower thread) outlives tritonserver briefly:
+            # stopped means it too is gone, or records published "while down" reach the replica before the restart
+            await_group_exit(self.process.pid)
             self.process = None
 
     def __enter__(self) -> TritonServer:

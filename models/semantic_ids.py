@@ -158,8 +158,12 @@ class SemanticIdTable:
         return semantic_id
 
     def restore(self, item_key: str, semantic_id: SemanticId) -> None:
-        """Re-apply an assignment ``assign_new`` made earlier (e.g. persisted by a serving replica)."""
+        """Re-apply an assignment ``assign_new`` made earlier (read back from where it was published or stored)."""
         semantic_id = tuple(int(code) for code in semantic_id)
+        if len(semantic_id) != len(self.codes_per_level) or not all(
+            0 <= code < size for code, size in zip(semantic_id, self.codes_per_level, strict=True)
+        ):
+            raise ValueError(f"{semantic_id} is not a semantic ID of codebooks {self.codes_per_level}")
         holder = self._items.get(semantic_id)
         if self._ids.get(item_key, semantic_id) != semantic_id or holder not in (None, item_key):
             raise ValueError(f"cannot restore {item_key} -> {semantic_id}: it clashes with the table")

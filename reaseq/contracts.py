@@ -101,6 +101,20 @@ class ItemFeatureUpdate(Contract):
     first_seen: AwareDatetime  # event time of the item's first accepted version: outputs replay identically
 
 
+class ItemSemanticId(Contract):
+    """The semantic ID one model version gives an item published after it was trained (compacted item-ids topic,
+    key: ``<model_version>/<item_id>``). One writer assigns them, so every serving replica of the version agrees."""
+
+    model_version: Id
+    item_id: Id
+    codes: list[int] = Field(min_length=1)
+    assigned_at: AwareDatetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.model_version}/{self.item_id}"
+
+
 class UserFeatureUpdate(Contract):
     """Latest recent history of a user (compacted user-features topic, key: user_id).
 

@@ -41,6 +41,14 @@ BY_ITEM = TopicSpec("by-item", Role.INTERNAL, "item_id", "Valid items and intera
 BY_USER = TopicSpec("by-user", Role.INTERNAL, "user_id", "Interactions whose item is known (ByUser).")
 ITEM_FEATURES = TopicSpec("item-features", Role.STATE, "item_id", "Base item features (ItemFeatureUpdate).")
 USER_FEATURES = TopicSpec("user-features", Role.STATE, "user_id", "User histories (UserFeatureUpdate).")
+# One partition: one writer appends, and every replica reads the assignments in the one order they were made.
+ITEM_IDS = TopicSpec(
+    "item-ids",
+    Role.STATE,
+    "model_version/item_id",
+    "Semantic IDs of items published after a version was trained (ItemSemanticId).",
+    partitions=1,
+)
 KNOWLEDGE = TopicSpec("knowledge", Role.STATE, "item_id", "LLM item knowledge (KnowledgeResult).")
 INTERESTS = TopicSpec("interests", Role.STATE, "user_id", "Inferred beyond-log interests (InterestResult).")
 USER_REASONING = TopicSpec(
@@ -59,6 +67,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     BY_ITEM,
     BY_USER,
     ITEM_FEATURES,
+    ITEM_IDS,
     USER_FEATURES,
     KNOWLEDGE,
     INTERESTS,

@@ -1,5 +1,5 @@
-"""A local RocksDB replica of the compacted feature topics (item features, user histories, item knowledge,
-inferred interests, user reasoning steps), inside the serving process.
+"""A local RocksDB replica of the compacted feature topics (item features, semantic IDs of items published after
+training, user histories, item knowledge, inferred interests, user reasoning steps), inside the serving process.
 
 The topics are followed by ``kafka_adapter.follower``: each fetched batch is written with the offsets it reaches in
 one RocksDB write batch, so a restarted server resumes where it stopped and a new replica (empty folder)
@@ -25,13 +25,22 @@ from reaseq.contracts import (
     Contract,
     InterestResult,
     ItemFeatureUpdate,
+    ItemSemanticId,
     KnowledgeResult,
     UserFeatureUpdate,
     UserReasoning,
 )
 from reaseq.deadletters import DeadLetter
 from reaseq.settings import Settings
-from reaseq.topics import INTERESTS, ITEM_FEATURES, KNOWLEDGE, USER_FEATURES, USER_REASONING, topic_name
+from reaseq.topics import (
+    INTERESTS,
+    ITEM_FEATURES,
+    ITEM_IDS,
+    KNOWLEDGE,
+    USER_FEATURES,
+    USER_REASONING,
+    topic_name,
+)
 from reaseq.wire import ContractError, decode
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,7 @@ class FetchedBatch:
     knowledge: dict[str, KnowledgeResult | None] = field(default_factory=dict)
     interests: dict[str, InterestResult | None] = field(default_factory=dict)
     reasoning: dict[str, UserReasoning | None] = field(default_factory=dict)
+    ids: list[ItemSemanticId] = field(default_factory=list)  # in the order published (kept in the service)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset per partition
     rejected: int = 0
 
@@ -69,6 +79,7 @@ class FeatureReplica:
         self.settings = settings
         self.bootstrap = bootstrap
         self.item_topic = topic_name(settings, ITEM_FEATURES)
+        self.ids_topic = topic_name(settings, ITEM_IDS)
         self.user_topic = topic_name(settings, USER_FEATURES)
         self.knowledge_topic = topic_name(settings, KNOWLEDGE)
         self.interest_topic = topic_name(settings, INTERESTS)
@@ -163,7 +174,14 @@ class FeatureReplica:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        return (self.item_topic, self.user_topic, self.knowledge_topic, self.interest_topic, self.reasoning_topic)
+        return (
+            self.item_topic,
+            self.ids_topic,
+            self.user_topic,
+            self.knowledge_topic,
+            self.interest_topic,
+            self.reasoning_topic,
+        )
 
     def end_offsets(self) -> dict[Partition, tuple[int, int]]:
         """(low, end) of every partition of the followed topics, now."""
@@ -183,6 +201,9 @@ class FeatureReplica:
     def _add(self, batch: FetchedBatch, message: Record) -> None:
         key = (message.key or b"").decode("utf-8", "replace")
         value = message.value
+        if message.topic == self.ids_topic:
+            self._add_id(batch, message)
+            return
         routes: dict[str, tuple[dict[str, Any], type[Contract]]] = {
             self.item_topic: (batch.items, ItemFeatureUpdate),
             self.user_topic: (batch.users, UserFeatureUpdate),
@@ -196,6 +217,15 @@ class FeatureReplica:
             return
         try:
             target[key] = decode(model, value, self.settings.max_message_bytes)
+        except ContractError as error:
+            batch.rejected += 1
+            self._dead_letter(message, error)
+
+    def _add_id(self, batch: FetchedBatch, message: Record) -> None:
+        if message.value is None:  # assignments are never withdrawn: a tombstone only compacts a version away
+            return
+        try:
+            batch.ids.append(decode(ItemSemanticId, message.value, self.settings.max_message_bytes))
         except ContractError as error:
             batch.rejected += 1
             self._dead_letter(message, error)

@@ -4,9 +4,10 @@ A distilled ranker also reads, per user, the reasoning steps and beyond-log item
 (from the replica; steps only when they were filled with this version's pattern), and per item the knowledge
 vector of the latest knowledge the replica holds.
 
-Items published after training get semantic IDs from the version's frozen RQ-VAE as their feature update
-arrives (``apply``), and are rankable from then on; the assignments are stored in the replica, in the same
-write as the update, so a restarted server gives every item the ID it had. Requests of one batch share one
+Items published after training are rankable once their semantic ID arrives on the ``item-ids`` topic, where one
+writer (``workers.item_ids``) assigns each item one ID per version, so that every replica of a version ranks it alike;
+a replica takes the first ID published for an item and stores it, in the same write as the batch, with the index it
+gave the item, so a restarted server gives every item the ID it had. Requests of one batch share one
 encoder pass and one decoder pass: all candidate lists are scored together, all top-k searches run as one
 batched beam search.
 """
@@ -21,11 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.item_text import build_item_text
 from models.ranker_inputs import UserContext
-from models.text_encoder import TextEncoder
 from models.tokenizer import SemanticIdTokenizer
-from reaseq.contracts import ItemFeatureUpdate, KnowledgeResult, RankRequest, RankResponse, RankSource, ScoredItem
+from reaseq.contracts import ItemSemanticId, KnowledgeResult, RankRequest, RankResponse, RankSource, ScoredItem
 from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch
 from training.artifact import ModelArtifact
@@ -53,7 +52,6 @@ class RankerService:
         self.ranker = artifact.ranker
         self.item_ids: list[str] = list(artifact.item_ids)  # index -> id, trained items first
         self.index_of = {item_id: index for index, item_id in enumerate(self.item_ids)}
-        self._encoder = TextEncoder(artifact.encoder, device=self.ranker.device)
         self._lock = threading.Lock()
         self._fresh: list[tuple[str, str]] = []  # (first_seen ISO, item id), newest last
         self._catalog: set[str] = set()  # items published on the topics (rankable or not)
@@ -68,46 +66,41 @@ class RankerService:
     # -- live features ------------------------------------------------------------------------
 
     def apply(self, batch: FetchedBatch) -> int:
-        """Assign IDs to new items, write the batch, and make its items and users rankable."""
+        """Take this version's new IDs, write the batch, and make its items and users rankable."""
         if not batch:
             return 0
-        assigned = self._assign([item for item in batch.items.values() if item is not None])
+        assigned = self._adopt(batch.ids)
         extra = {ASSIGNED + item_id.encode(): ",".join(map(str, row)).encode() for item_id, row in assigned.items()}
         counts = self.replica.write(batch, extra)
         self._publish(batch, assigned, counts)
-        return len(batch.items) + len(batch.users) + len(batch.knowledge)
+        return len(batch.items) + len(batch.ids) + len(batch.users) + len(batch.knowledge)
 
-    def _assign(self, items: Sequence[ItemFeatureUpdate]) -> dict[str, tuple[int, ...]]:
-        """Semantic IDs for items this version does not know: index first, then the codes."""
-        new = [item for item in items if item.item_id not in self.index_of]
-        if not new:
-            return {}
-        if self.artifact.ids.model is None:
-            log.warning("new items cannot get semantic IDs: the version uses published IDs", extra={"items": len(new)})
-            return {}
-        texts = [build_item_text(item.title, item.description, item.brand, item.categories) for item in new]
-        embeddings = self._encoder.encode(texts)
-        assigned = {}
-        next_index = len(self.item_ids)
-        for item, embedding in zip(new, embeddings, strict=True):
+    def _adopt(self, ids: Sequence[ItemSemanticId]) -> dict[str, tuple[int, ...]]:
+        """This version's IDs of items it does not know yet, in the order published: index first, then the codes."""
+        assigned: dict[str, tuple[int, ...]] = {}
+        for record in ids:
+            if record.model_version != self.version or record.item_id in self.index_of or record.item_id in assigned:
+                continue  # another version's, or a second ID for an item: the first one published stands
+            index = len(self.item_ids) + len(assigned)
             try:
-                codes = self.artifact.ids.assign_new(str(next_index), np.asarray(embedding))
-            except ValueError as error:  # a full code prefix: the item waits for a retrained version
-                log.warning("no semantic ID for item", extra={"item_id": item.item_id, "error": str(error)})
+                self.artifact.ids.restore(str(index), tuple(record.codes))
+            except ValueError as error:  # a code another item holds: every replica refuses it alike
+                log.warning("semantic ID refused", extra={"item_id": record.item_id, "error": str(error)})
                 continue
-            assigned[item.item_id] = (next_index, *codes)
-            next_index += 1
+            assigned[record.item_id] = (index, *record.codes)
         return assigned
 
     def _publish(self, batch: FetchedBatch, assigned: dict[str, tuple[int, ...]], counts: dict[str, int]) -> None:
         # The trie is rebuilt before taking the lock, so requests wait only for the swap. Only this (the
         # follower) thread changes the tokenizer, so building from the current one is safe.
         tokenizer = self._tokenizer_for(assigned) if assigned else None
+        # an item's knowledge may have come before its ID: the replica holds it since
+        knowledge = {**batch.knowledge, **{item_id: self.replica.knowledge(item_id) for item_id in assigned}}
         with self._lock:
             if tokenizer is not None:
                 self._add_items(assigned, tokenizer)
             if self.ranker.config.side.knowledge:
-                self._set_item_vectors(batch.knowledge)
+                self._set_item_vectors(knowledge)
             self._catalog.update(item_id for item_id, item in batch.items.items() if item is not None)
             self._fresh.extend((item.first_seen.isoformat(), item.item_id) for item in batch.items.values() if item)
             self._fresh = sorted(set(self._fresh))[-FRESH_POOL:]

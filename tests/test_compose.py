@@ -26,8 +26,9 @@ COMPOSE_FILE = Path(__file__).resolve().parent.parent / "compose.yaml"
 KAFKA = "kafka"
 WORKER = "stream-worker"
 TRITON = "triton"
+IDS = "ids"
 # Services whose processes read reaseq.settings.Settings from their environment.
-PROJECT_SERVICES = ("provision", WORKER, TRITON)
+PROJECT_SERVICES = ("provision", WORKER, TRITON, IDS)
 ENV_ANCHOR = "x-reaseq-env"
 
 Compose = dict[str, Any]
@@ -208,6 +209,15 @@ def check_services(compose: Compose) -> list[str]:
         problems.append(f"{TRITON}: no named volume at REASEQ_MODEL_STORE={store}")
     if "/v2/health/ready" not in str(triton.get("healthcheck", {}).get("test")):
         problems.append(f"{TRITON} healthcheck must probe /v2/health/ready")
+    if triton.get("deploy", {}).get("replicas", 1) < 2:
+        problems.append(f"{TRITON} needs deploy.replicas >= 2 (serving scales out)")
+    if volume_targets(triton).get(str(triton_env.get("REASEQ_STATE_DIR"))) is not None:
+        problems.append(f"{TRITON}: a named or bind state volume is shared by all replicas' feature replicas")
+    ids = services.get(IDS, {})
+    if command_args(ids) != ["ids"]:
+        problems.append(f"{IDS} must run `reaseq ids`, the writer of new items' semantic IDs")
+    if ids.get("deploy", {}).get("replicas", 1) != 1:
+        problems.append(f"{IDS}: one writer per deployment (deploy.replicas 1)")
     return problems
 
 
@@ -295,6 +305,10 @@ MUTATIONS: dict[str, tuple[Callable[[Compose], None], str]] = {
     "triton-not-serving": (_set(f"services/{TRITON}/command", ["worker"]), "services"),
     "triton-on-loopback": (_set(f"services/{TRITON}/environment/REASEQ_TRITON_HOST", "127.0.0.1"), "services"),
     "model-store-not-mounted": (_set(f"services/{TRITON}/volumes", ["/var/lib/reaseq/state"]), "services"),
+    "single-triton": (_set(f"services/{TRITON}/deploy/replicas", 1), "services"),
+    "two-id-writers": (_set(f"services/{IDS}/deploy/replicas", 2), "services"),
+    "shared-triton-state": (_set(f"services/{TRITON}/volumes", ["state:/var/lib/reaseq/state"]), "services"),
+    "no-id-writer": (_set(f"services/{IDS}/command", ["interests"]), "services"),
     "plaintext-listener": (
         _set(
             f"services/{KAFKA}/environment/KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",

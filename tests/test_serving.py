@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import itertools
-import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from models.ranker_inputs import SideInputs
-from models.rqvae import RQVAEConfig, train_rqvae
-from models.semantic_ids import SemanticIdTable
-from models.tiger import TigerConfig, TigerRanker
-from models.tokenizer import SemanticIdTokenizer
 from reaseq.contracts import (
     HistoryEntry,
     InteractionKind,
-    ItemFeatureUpdate,
+    ItemSemanticId,
     RankRequest,
     RankSource,
     UserFeatureUpdate,
@@ -28,33 +23,8 @@ from reaseq.settings import Settings
 from serving.replica import FeatureReplica, FetchedBatch, _new_entries
 from serving.service import RankerService
 from tests.support import knowledge_result
+from tests.support.versions import T0, build_model, item
 from training.artifact import ModelArtifact
-from training.registry import ITEMS_FILE
-
-T0 = datetime(2026, 5, 1, tzinfo=UTC)
-ITEMS = 40
-
-
-def build_model(directory: Path, side: SideInputs) -> Path:
-    """A model version over items i0..i39: RQ-VAE on random 384-d vectors (MiniLM's width), a tiny ranker."""
-    rng = np.random.default_rng(0)
-    embeddings = rng.normal(size=(ITEMS, 384)).astype(np.float32)
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    ids = SemanticIdTable.build(
-        train_rqvae(embeddings, RQVAEConfig(codebook_size=8, epochs=5), seed=0, device="cpu"), embeddings
-    )
-    tokenizer = SemanticIdTokenizer({int(k): v for k, v in ids.ids.items()}, ids.codes_per_level, num_user_buckets=10)
-    config = TigerConfig(
-        d_model=32, d_kv=8, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1, side=side
-    )
-    ranker = TigerRanker(tokenizer, config, device="cpu")
-    if side.knowledge:
-        ranker.set_item_vectors(torch.zeros(ITEMS, side.vector_dim))
-    ids.save(directory / "ids")
-    ranker.save(directory / "ranker")
-    (directory / ITEMS_FILE).write_text(json.dumps([f"i{n}" for n in range(ITEMS)]))
-    (directory / "config.json").write_text("{}")
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -75,30 +45,31 @@ def history(user: str, items: list[str], version: int) -> UserFeatureUpdate:
     return UserFeatureUpdate(user_id=user, version=version, history=entries, as_of=entries[-1].event_time)
 
 
-def item(item_id: str, title: str, seconds: int) -> ItemFeatureUpdate:
-    when = T0 + timedelta(seconds=seconds)
-    return ItemFeatureUpdate(
-        item_id=item_id,
-        content_hash=item_id,
-        title=title,
-        brand=None,
-        categories=["x"],
-        price=None,
-        event_time=when,
-        first_seen=when,
-    )
-
-
 offsets = itertools.count(1)
 
 
-def batch(**records: dict) -> FetchedBatch:
+def batch(**records: Any) -> FetchedBatch:
     return FetchedBatch(
         items=records.get("items", {}),
         users=records.get("users", {}),
         knowledge=records.get("knowledge", {}),
+        ids=records.get("ids", []),
         positions={("features", 0): next(offsets)},
     )
+
+
+def semantic_id(
+    service: RankerService, item_id: str, codes: tuple[int, ...], version: str | None = None
+) -> ItemSemanticId:
+    """What the ID writer publishes for an item of ``service``'s version (or another)."""
+    return ItemSemanticId(model_version=version or service.version, item_id=item_id, codes=list(codes), assigned_at=T0)
+
+
+def free_codes(service: RankerService, count: int) -> list[tuple[int, ...]]:
+    """Codes no trained item holds: trained prefixes with the next collision codes, as the writer would give."""
+    table = ModelArtifact.load(service.artifact.directory).ids
+    rng = np.random.default_rng(5)
+    return [table.assign_new(f"new/{n}", rng.normal(size=384).astype(np.float32)) for n in range(count)]
 
 
 def test_known_users_rank_unknown_users_get_popular_and_fresh(model_dir: Path, tmp_path: Path) -> None:
@@ -118,13 +89,24 @@ def test_known_users_rank_unknown_users_get_popular_and_fresh(model_dir: Path, t
     assert [i.item_id for i in pooled.items] == ["i2", "i3"] and pooled.unknown == ["ghost"]
 
 
-def test_new_items_get_ids_that_survive_a_restart(model_dir: Path, tmp_path: Path) -> None:
+def test_new_items_take_the_published_ids_which_survive_a_restart(model_dir: Path, tmp_path: Path) -> None:
     service = open_service(model_dir, tmp_path / "replica")
     service.apply(batch(users={"u1": history("u1", ["i1", "i2"], 2)}))
-    assert service.rank([RankRequest(user_id="u1", candidates=["n1"])])[0].unknown == ["n1"]
+    n1, n2, n3 = free_codes(service, 3)
     service.apply(batch(items={"n1": item("n1", "A brand new lamp", 100), "n2": item("n2", "Another new lamp", 101)}))
+    assert service.rank([RankRequest(user_id="u1", candidates=["n1"])])[0].unknown == ["n1"], "no ID published yet"
+    service.apply(
+        batch(
+            ids=[
+                semantic_id(service, "n1", n1),
+                semantic_id(service, "n2", n2, version="another-version"),  # not this version's: ignored
+                semantic_id(service, "n2", n2),
+                semantic_id(service, "n1", n3),  # a second ID for n1: the first one published stands
+            ]
+        )
+    )
     assigned = {key: service.artifact.ids[str(service.index_of[key])] for key in ("n1", "n2")}
-    assert assigned["n1"] != assigned["n2"]
+    assert assigned == {"n1": n1, "n2": n2}
     requests = [RankRequest(user_id="u1", candidates=["n1", "n2", "i3"]), RankRequest(user_id="u1", k=8)]
     before = service.rank(requests)
     assert before[0].unknown == [] and len(before[0].items) == 3
@@ -134,6 +116,24 @@ def test_new_items_get_ids_that_survive_a_restart(model_dir: Path, tmp_path: Pat
     assert {key: again.artifact.ids[str(again.index_of[key])] for key in ("n1", "n2")} == assigned
     assert again.rank(requests) == before
     again.replica.close()
+
+
+def test_replicas_fed_the_same_ids_rank_new_items_alike(model_dir: Path, tmp_path: Path) -> None:
+    """Two replicas that saw the items in different orders, and one bad ID among them, answer the same."""
+    first, second = open_service(model_dir, tmp_path / "a"), open_service(model_dir, tmp_path / "b")
+    codes = free_codes(first, 4)
+    taken = first.artifact.ids["3"]  # i3's code: a new item cannot have it
+    ids = [semantic_id(first, f"n{n}", c) for n, c in enumerate(codes)] + [semantic_id(first, "clash", taken)]
+    items = {f"n{n}": item(f"n{n}", f"new thing {n}", 100 + n) for n in range(4)}
+    users = {"u1": history("u1", ["i1", "n0", "i2"], 3)}
+    first.apply(batch(items=items, ids=ids, users=users))
+    second.apply(batch(items=dict(reversed(items.items())), users=users))
+    second.apply(batch(ids=ids))
+    requests = [RankRequest(user_id="u1", candidates=["n3", "n1", "i4", "clash"]), RankRequest(user_id="u1", k=10)]
+    answers = first.rank(requests)
+    assert answers == second.rank(requests) and answers[0].unknown == ["clash"]
+    first.replica.close()
+    second.replica.close()
 
 
 def test_popularity_counts_only_interactions_an_update_adds() -> None:
@@ -158,6 +158,7 @@ def test_knowledge_vectors_published_since_training_reach_the_ranker_and_survive
     service = open_service(model, tmp_path / "replica")
     service.apply(batch(items={"n1": item("n1", "A brand new lamp", 100)}))
     service.apply(batch(knowledge={"n1": knowledge_result("n1", 0.5), "i3": knowledge_result("i3", -0.25)}))
+    service.apply(batch(ids=[semantic_id(service, "n1", free_codes(service, 1)[0])]))  # its ID after its knowledge
     rows = lambda s: {key: s.ranker.item_vectors[s.index_of[key]].tolist() for key in ("n1", "i3", "i4")}  # noqa: E731
     expected = {"n1": [0.5] * 4, "i3": [-0.25] * 4, "i4": [0.0] * 4}
     assert rows(service) == expected

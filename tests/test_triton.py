@@ -24,7 +24,7 @@ from benchmarks.wrk import kserve_body, run_wrk
 from dashboard.probes import triton_health
 from dashboard.server import Recommender
 from infra.broker import EmbeddedBroker
-from infra.processes import spawn_worker, stop_process
+from infra.processes import spawn_async_worker, spawn_worker, stop_process
 from infra.synthetic import SyntheticWorld, generate
 from infra.triton import TritonServer, promote, rollback
 from kafka_adapter.provision import provision
@@ -40,12 +40,21 @@ from reaseq.contracts import (
     utcnow,
 )
 from reaseq.settings import Settings
-from reaseq.topics import EVENTS, INTERESTS, ITEM_FEATURES, ITEMS, USER_FEATURES, USER_REASONING, topic_name
+from reaseq.topics import (
+    EVENTS,
+    INTERESTS,
+    ITEM_FEATURES,
+    ITEM_IDS,
+    ITEMS,
+    USER_FEATURES,
+    USER_REASONING,
+    topic_name,
+)
 from reasoning.patterns import REASONING_DIR, PatternLibrary
 from serving.client import RankClient, RankRequestError, served_version
 from tests.support import TINY_TRAINING, TopicReader, publish_world, send_contracts
 from training.datasets import load_from_topics
-from training.registry import ModelRepository
+from training.registry import ModelRepository, version_of
 from training.train import FULL, TrainConfig, train
 
 pytestmark = pytest.mark.integration
@@ -88,11 +97,13 @@ def served(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     publish_world(settings, bootstrap, world).close()
     version = train_tiny(settings, bootstrap, root, seed=1)
     ModelRepository(settings).publish(version)
+    writer = spawn_async_worker(settings, bootstrap, "ids")  # new items' semantic IDs, for every replica
     triton = TritonServer(settings, bootstrap).start()
     try:
         yield Served(settings, bootstrap, world, triton, version)
     finally:
         triton.stop()
+        stop_process(writer.pid, timeout_s=15)
         stop_process(worker.pid, timeout_s=15)
 
 
@@ -195,6 +206,52 @@ def test_new_item_and_new_interaction_are_reflected(served: Served) -> None:
     assert len(answer.items) == 3 and new_item.item_id not in {i.item_id for i in answer.items}
 
 
+def test_two_replicas_rank_new_items_alike(served: Served, tmp_path: Path) -> None:
+    """A second tritonserver on the same version, its own replica: new items (two with one text, so one code prefix,
+    which the second finds taken) and interactions on them get the same top-k lists and candidate scores from both."""
+    now = utcnow()
+    source = served.world.items[0]
+    new_items = [
+        CatalogItem(
+            item_id=f"twin-{n}-{uuid.uuid4().hex[:6]}",
+            title=source.title,
+            description=source.description,
+            brand=source.brand,
+            categories=source.categories,
+            event_time=now,
+        )
+        for n in range(2)
+    ] + [
+        CatalogItem(item_id=f"other-{n}-{uuid.uuid4().hex[:6]}", title=f"Folding camp stool {n}", event_time=now)
+        for n in range(4)
+    ]
+    users = sorted({i.user_id for i in served.world.interactions})[:6]
+    clicks = [
+        Interaction(
+            user_id=user, item_id=new.item_id, kind=InteractionKind.CLICK, event_time=now + timedelta(seconds=1)
+        )
+        for user, new in zip(users, new_items, strict=True)
+    ]
+    send_contracts(served.bootstrap, topic_name(served.settings, ITEMS), new_items, lambda m: m.item_id)  # type: ignore[attr-defined]
+    send_contracts(served.bootstrap, topic_name(served.settings, EVENTS), clicks, lambda m: m.user_id)  # type: ignore[attr-defined]
+    second_settings = served.settings.model_copy(update={"state_dir": tmp_path / "second"})
+    ModelRepository(second_settings).publish(served.first_version)
+    with TritonServer(second_settings, served.bootstrap) as second:
+        clients = [served.client(), RankClient(second.endpoints.grpc_url, "grpc")]
+        candidates = [new.item_id for new in new_items] + [item.item_id for item in served.world.items[:10]]
+
+        def answers(client: RankClient) -> list[object]:
+            return [(client.rank(u, k=10), client.rank(u, candidates=candidates)) for u in users]
+
+        deadline = time.monotonic() + 60
+        while any(scored.unknown for _, scored in answers(clients[1]) + answers(clients[0])):
+            assert time.monotonic() < deadline, "the new items never became rankable on both replicas"
+            time.sleep(0.5)
+        first, other = answers(clients[0]), answers(clients[1])
+    assert first == other
+    assert all(len(scored.items) == len(candidates) for _, scored in first)
+
+
 def test_the_distilled_ranker_reads_the_reasoning_steps_and_beyond_log_items_published_for_a_user(
     served: Served,
 ) -> None:
@@ -258,15 +315,20 @@ def test_records_published_while_triton_is_down_are_served_after_restart(served:
     click = Interaction(user_id=newcomer, item_id=item.item_id, kind=InteractionKind.PURCHASE, event_time=later)
     send_contracts(served.bootstrap, topic_name(served.settings, ITEMS), [item], lambda m: m.item_id)  # type: ignore[attr-defined]
     send_contracts(served.bootstrap, topic_name(served.settings, EVENTS), [click], lambda m: m.user_id)  # type: ignore[attr-defined]
-    for spec, key in ((ITEM_FEATURES, item.item_id), (USER_FEATURES, newcomer)):  # on the topics before Triton is back
+    published = (
+        (ITEM_FEATURES, item.item_id),
+        (ITEM_IDS, f"{version_of(served.first_version)}/{item.item_id}"),  # its semantic ID, from the ID writer
+        (USER_FEATURES, newcomer),
+    )
+    for spec, key in published:  # on the topics before Triton is back
         features = TopicReader(served.bootstrap, topic_name(served.settings, spec))
         features.wait_for(lambda records, key=key: any(r.key == key.encode() for r in records), timeout_s=60)
         features.close()
     restarting = time.monotonic()
     served.triton.start()
     print(f"Triton started again: ready in {time.monotonic() - restarting:.1f}s")
-    # Read from the stored offsets on: exactly the item's and the newcomer's updates, nothing lost, nothing re-read.
-    assert runtime_starts(served)[-1]["caught_up_records"] == 2
+    # Read from the stored offsets on: exactly the item's update and ID and the newcomer's, nothing lost or re-read.
+    assert runtime_starts(served)[-1]["caught_up_records"] == 3
     client = served.client()
     scored = client.rank(served.world.interactions[0].user_id, candidates=[item.item_id])
     assert [i.item_id for i in scored.items] == [item.item_id] and scored.unknown == []

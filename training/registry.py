@@ -78,6 +78,11 @@ def has_interest_model(version: Path) -> bool:
     return (version / INTERESTS_DIR / "model.safetensors").is_file()
 
 
+def has_id_model(version: Path) -> bool:
+    """Whether the version's semantic IDs come with their RQ-VAE, which can give items published later an ID."""
+    return (version / "ids" / "model.pt").is_file()
+
+
 MODEL_NAME = "ranker"  # the ranker's name in Triton's repository
 SOURCE = Path(__file__).resolve().parents[1] / "triton_repo" / MODEL_NAME  # its config.pbtxt and model.py
 ARTIFACT_FILE = "artifact.json"  # in a published version: the model directory it serves

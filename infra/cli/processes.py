@@ -47,6 +47,16 @@ def interests() -> None:
     run_interests(settings, awaited_bootstrap(shared_topics(settings)))
 
 
+def ids() -> None:
+    """Run the semantic-ID writer in the foreground: one ID per version for each item published after training
+    (one per deployment; every Triton replica reads them)."""
+    from workers.item_ids import run_id_writer  # deferred: loads torch
+
+    settings = get_settings()
+    configure(settings.log_level)
+    run_id_writer(settings, awaited_bootstrap(shared_topics(settings)))
+
+
 def supervise() -> None:
     """Run the local stack's supervisor in the foreground (`reaseq up` starts it detached)."""
     settings = get_settings()
@@ -91,6 +101,6 @@ def web(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (worker, enrich, interests, serve, web):
+    for command in (worker, enrich, interests, ids, serve, web):
         app.command()(command)
     app.command(hidden=True)(supervise)
