@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo up down test check browser wrk vllm-env bench-baselines bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation device-bundle clean
+.PHONY: setup demo up down test check browser wrk vllm-env bench-baselines bench-stream bench-quality bench-serving bench-enrich bench-interest bench-training bench-load bench-demo bench-beauty bench-ablation bench-catalog device-bundle clean
 
 setup: $(STAMP)
 
@@ -97,6 +97,10 @@ bench-ablation: setup
 	done
 	$(BIN)/python -m benchmarks.combine_seeds $(foreach seed,$(ABLATION_SEEDS),benchmarks/results/quality-scientific-seed$(seed).json) \
 		--out benchmarks/results/quality-scientific.json
+
+# What the catalog's size costs serving: ID assignment, a replica's start-up and memory, request latency, at 10^4..10^6 items
+bench-catalog: setup
+	$(BIN)/python -m benchmarks.catalog
 
 # TIGER on Beauty on this machine's CPU in one command (within 150 minutes on 2 cores): the preset of benchmarks/sizes.py
 bench-beauty: setup

@@ -31,12 +31,13 @@ def beam_search(
     scores = torch.zeros((size, 1), device=device)
     past = None
     last = tokenizer.num_levels - 1
-    for level, (offset, width) in enumerate(zip(tokenizer.offsets, tokenizer.codes_per_level, strict=True)):
+    for level, (offset, table) in enumerate(zip(tokenizer.offsets, tables, strict=True)):
+        width = table.size(1)  # the codes in use at this level: the rest cannot extend any beam
         log_probs, past = step(tokens, past)
         # log-softmax over the whole vocabulary, so scores are the model's likelihoods, as ``score`` computes them
         log_probs = log_probs[..., offset : offset + width]
         # dead beams (score -inf, node -1) index row 0 harmlessly: their score keeps them out
-        children = tables[level][nodes.clamp(min=0)].long()  # [B, beams, width]
+        children = table[nodes.clamp(min=0)].long()  # [B, beams, width]
         candidates = (scores.unsqueeze(-1) + log_probs).masked_fill(children < 0, float("-inf"))
         if banned is not None and level == last:
             seen = (children.unsqueeze(-1) == banned[:, None, None, :]).any(-1)

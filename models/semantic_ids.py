@@ -74,7 +74,11 @@ class SemanticIdTable:
     @classmethod
     def build(cls, model: RQVAE, embeddings: np.ndarray, keys: Iterable[str] | None = None) -> SemanticIdTable:
         """Assign every item (row of ``embeddings``; keys default to the row index) its codes and collision code."""
-        codes = model.codes(embeddings)
+        return cls.from_codes(model, model.codes(embeddings), keys)
+
+    @classmethod
+    def from_codes(cls, model: RQVAE, codes: np.ndarray, keys: Iterable[str] | None = None) -> SemanticIdTable:
+        """As :meth:`build`, from the codes ``model`` gave the items (computed in parts, for a large catalog)."""
         keys = [str(index) for index in range(len(codes))] if keys is None else list(keys)
         if len(keys) != len(codes) or len(set(keys)) != len(keys):
             raise ValueError("keys must be distinct, one per embedding")

@@ -277,15 +277,10 @@ class TigerRanker(torch.nn.Module):
         The vocabulary is unchanged (codes stay within each level's codebook), so the weights serve the new
         items as they are; an item index that exists already keeps its codes.
         """
-        self.use_tokenizer(self.tokenizer_with(item_codes))
-
-    def tokenizer_with(self, item_codes: Mapping[int, Sequence[int]]) -> SemanticIdTokenizer:
-        """The current tokenizer plus ``item_codes`` (existing indices keep theirs); the model is unchanged."""
-        merged = {**{int(item): tuple(codes) for item, codes in item_codes.items()}, **self.tokenizer.item_codes}
-        return SemanticIdTokenizer(merged, self.tokenizer.codes_per_level, self.tokenizer.num_user_buckets)
+        self.use_tokenizer(self.tokenizer.with_items(item_codes))
 
     def use_tokenizer(self, tokenizer: SemanticIdTokenizer) -> None:
-        """Swap in a tokenizer from ``tokenizer_with``: building it is the slow part, this is quick."""
+        """Swap in a tokenizer (the current one ``with_items``): building it is the slow part, this is quick."""
         for level, table in enumerate(tokenizer.trie.tables):
             setattr(self, f"trie_level_{level}", table.to(self.device))
         self.tokenizer = tokenizer

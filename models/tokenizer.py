@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +46,29 @@ class SemanticIdTokenizer:
             items = torch.tensor(list(self.item_codes), dtype=torch.long)
             codes = torch.tensor(list(self.item_codes.values()), dtype=torch.long)
             self.target_table[items] = codes + torch.tensor(self.offsets, dtype=torch.long)
+
+    def with_items(self, item_codes: Mapping[int, Sequence[int]]) -> SemanticIdTokenizer:
+        """This tokenizer plus ``item_codes`` (an index it has keeps its codes); this one is left as it is.
+
+        The trie and the target table are extended, not rebuilt, so taking a few new items costs copies of the
+        tables rather than Python work per catalog item.
+        """
+        new = {
+            int(item): tuple(int(c) for c in codes)
+            for item, codes in item_codes.items()
+            if int(item) not in self.item_codes
+        }
+        extended = copy.copy(self)
+        extended.trie = self.trie.with_items(new)  # also validates the new items
+        extended.item_codes = {**self.item_codes, **new}
+        rows = max(len(self.target_table), max(new, default=-1) + 1)
+        extended.target_table = torch.cat(
+            [self.target_table, self.target_table.new_full((rows - len(self.target_table), self.num_levels), -1)]
+        )
+        if new:
+            codes = torch.tensor(list(new.values()), dtype=torch.long)
+            extended.target_table[list(new)] = codes + torch.tensor(self.offsets, dtype=torch.long)
+        return extended
 
     @property
     def num_levels(self) -> int:

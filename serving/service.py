@@ -108,7 +108,7 @@ class RankerService:
             self._cold = None
 
     def _tokenizer_for(self, assigned: dict[str, tuple[int, ...]]) -> SemanticIdTokenizer:
-        return self.ranker.tokenizer_with({index: codes for index, *codes in assigned.values()})
+        return self.ranker.tokenizer.with_items({index: codes for index, *codes in assigned.values()})
 
     def _add_items(self, assigned: dict[str, tuple[int, ...]], tokenizer: SemanticIdTokenizer) -> None:
         for item_id, (index, *_codes) in sorted(assigned.items(), key=lambda pair: pair[1][0]):

@@ -89,6 +89,27 @@ def test_trie_allows_exactly_the_valid_continuations(tokenizer: SemanticIdTokeni
         CodeTrie({0: (1, 4)}, [4, 4])
 
 
+def test_items_added_to_a_trie_answer_as_a_trie_built_with_them_and_tables_stay_narrow() -> None:
+    codes = random_codes(40, LEVELS, seed=2)
+    first, later = dict(list(codes.items())[:30]), dict(list(codes.items())[30:])
+    base = CodeTrie(first, LEVELS)
+    extended, whole = base.with_items(later), CodeTrie(codes, LEVELS)
+    assert len(base) == 30 and len(extended) == len(whole) == 40
+    for length in range(len(LEVELS)):
+        for prefix in itertools.product(*(range(width) for width in LEVELS[:length])):
+            assert extended.allowed(prefix) == whole.allowed(prefix)
+            assert base.allowed(prefix) == sorted({seq[length] for seq in first.values() if seq[:length] == prefix})
+    assert all(extended.lookup(seq) == item for item, seq in codes.items())
+    assert all(base.lookup(seq) is None for seq in later.values())  # the trie requests read is left as it was
+    # a level's table is as wide as its largest code in use, not its codebook: the collision level stays small
+    collisions = CodeTrie({0: (1, 2, 0), 1: (1, 2, 1), 2: (3, 0, 0)}, [8, 8, 256])
+    assert collisions.tables[-1].shape == (2, 2)
+    assert collisions.with_items({3: (1, 2, 5)}).tables[-1].shape == (2, 6)  # widened by a larger code
+    assert collisions.allowed((1, 2)) == [0, 1] and collisions.lookup((1, 2, 7)) is None
+    with pytest.raises(ValueError, match="share"):
+        collisions.with_items({4: (3, 0, 0)})
+
+
 def test_collate_pads_and_truncates(tokenizer: SemanticIdTokenizer) -> None:
     batch = collate(tokenizer, ["a", "b"], [list(range(30)), [5]], targets=[1, 2], max_history=20)
     assert batch.input_ids.shape == (2, 1 + 20 * len(LEVELS) + 1)
