@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -229,8 +230,8 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the rows an earlier command finished with the same settings (kept in --out), so that a long table "
-        "is built over several sessions",
+        help="reuse the rows an earlier command finished with the same settings (kept in --results/rows, with their test "
+        "ranks, to be committed), so that a long table is built over several sessions",
     )
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--state", type=Path, default=Path(".state"))
@@ -273,31 +274,38 @@ def main() -> None:
 
 
 def run_file(name: str, model: str, config: TrainConfig, args: argparse.Namespace) -> Path:
-    """Where a finished row is kept, named by everything that decides it: the dataset, the row and its settings."""
-    settings = {"model": model, "config": config.model_dump(mode="json")}
+    """Where a finished row is kept: in the results folder, so that it can be committed and a long table built over
+    several sessions and checkouts; named by the dataset, the row and a digest of its settings (paths left out, so that
+    the same data elsewhere is the same row)."""
+    settings = {"model": model, "config": config.model_dump(mode="json", exclude={"dataset", "published_ids"})}
     if model == "sasrec":
         settings["sasrec_epochs"] = args.sasrec_epochs
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return args.out / "finished-rows" / f"{name}-{model}-{digest}.json"
+    return args.results / "rows" / f"{name}-{model}-{digest}.json"
 
 
 def keep_run(
     name: str, model: str, config: TrainConfig, args: argparse.Namespace, run: dict[str, Any]
 ) -> dict[str, Any]:
+    """Keep a finished row, with its test users' ranks beside it (what paired intervals need) when it has a version."""
     path = run_file(name, model, config, args)
     path.parent.mkdir(parents=True, exist_ok=True)
     run = {**run, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if "model_version" in run:
+        ranks = path.with_suffix(".ranks.npy")
+        shutil.copyfile(Path(run["model_version"]) / TEST_RANKS_FILE, ranks)
+        run["test_ranks"] = ranks.name
     path.write_text(json.dumps(run))
     return run
 
 
 def finished_run(name: str, model: str, config: TrainConfig, args: argparse.Namespace) -> dict[str, Any] | None:
-    """A row finished earlier with the same settings, whose model version (with its test ranks) is still there."""
+    """A row finished earlier with the same settings, with its test ranks where it has them."""
     path = run_file(name, model, config, args)
     if not path.exists():
         return None
     run: dict[str, Any] = json.loads(path.read_text())
-    return run if "model_version" not in run or Path(run["model_version"]).exists() else None
+    return run if "test_ranks" not in run or (path.parent / run["test_ranks"]).exists() else None
 
 
 def heaviest_first(model: str) -> tuple[bool, bool]:
@@ -371,12 +379,12 @@ def skipped_models(config: TrainConfig, models: list[str]) -> dict[str, str]:
     return reasons
 
 
-def per_user_ndcg(runs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Each trained version's NDCG@10 per test user, from its saved test ranks."""
+def per_user_ndcg(runs: dict[str, dict[str, Any]], rows: Path) -> dict[str, np.ndarray]:
+    """Each trained version's NDCG@10 per test user, from the test ranks kept with its row in ``rows``."""
     return {
-        model: metric_values(torch.from_numpy(np.load(Path(run["model_version"]) / TEST_RANKS_FILE)))["ndcg@10"].numpy()
+        model: metric_values(torch.from_numpy(np.load(rows / run["test_ranks"])))["ndcg@10"].numpy()
         for model, run in runs.items()
-        if "model_version" in run
+        if "test_ranks" in run
     }
 
 
@@ -393,7 +401,7 @@ def gains(ndcg: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 def write_result(
     name: str, config: TrainConfig, runs: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace
 ) -> None:
-    ndcg = per_user_ndcg(runs)
+    ndcg = per_user_ndcg(runs, args.results / "rows")
     rows = [
         {**run.pop("row"), **({"ndcg@10_ci95": mean_interval(ndcg[model])} if model in ndcg else {})}
         for model, run in runs.items()

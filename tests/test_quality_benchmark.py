@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,10 +159,12 @@ def test_a_preset_sets_the_run_a_flag_still_wins_and_finished_rows_resume(tmp_pa
     assert run["epochs_run"] == 1 and run["converged"] is False and 0 < run["validation_share"] < 1
     assert result["skipped"] == {"beyond_log": "causal history attention takes no per-example side inputs"}
 
+    shutil.rmtree(tmp_path / "store")  # a later checkout: only the results folder (with its kept rows) is left
     again = subprocess.run([*command, "--resume"], check=True, capture_output=True, text=True, timeout=300)
     assert "tiger: reusing the run finished" in again.stdout  # the same settings: not trained again
     resumed = orjson.loads((tmp_path / "results" / "quality-Mine.json").read_bytes())
     assert resumed["runs"]["tiger"]["model_version"] == run["model_version"]
+    assert resumed["rows"][0]["ndcg@10_ci95"] == result["rows"][0]["ndcg@10_ci95"]  # from the kept test ranks
     changed = subprocess.run(
         [*command, "--resume", "--learning-rate", "2e-3"], check=True, capture_output=True, text=True, timeout=300
     )
