@@ -9,7 +9,8 @@ The worker keeps no state of its own: at start it reads the version's assignment
 catalog from the beginning of ``item-features``, assigning only what has no ID yet; an assignment is published and
 flushed before the next fetch, so a restart repeats none. It serves the version Triton serves and the newest one
 (the two a rollout or a rollback moves between); a deployment runs one writer. Were two to run, replicas would
-still agree, since each takes the first ID the topic holds for an item.
+still agree, since each takes the first ID the topic holds for an item. The topic is the record of the order:
+a replay keeps it; another cluster needs it carried over, since re-published items interleave differently.
 """
 
 from __future__ import annotations
