@@ -397,13 +397,22 @@ class Tally:
         """Wait for the full account of ``mix`` and for the workers' group to commit every input record, then read
         what those last records caused: afterwards nothing more is on its way."""
         letters = sum(mix.dead_letters.values())
-        self.wait(
-            lambda t: t.lost(mix) == 0 and sum(t.dead_letters.values()) >= letters and t.held >= mix.held,
-            timeout_s,
-            "every event applied, dead-lettered or held",
-        )
         inputs = [topic_name(self.settings, spec, GENERATION) for spec in (ITEMS, EVENTS, BY_ITEM, BY_USER)]
         group = self.settings.app_name(GENERATION)
+        try:
+            self.wait(
+                lambda t: t.lost(mix) == 0 and sum(t.dead_letters.values()) >= letters and t.held >= mix.held,
+                timeout_s,
+                "every event applied, dead-lettered or held",
+            )
+        except TimeoutError as error:  # lost (inputs committed) or stalled (inputs waiting): the lag tells which
+            short = {
+                user: n - self.versions.get(user, 0)
+                for user, n in mix.applied.items()
+                if self.versions.get(user, 0) < n
+            }
+            lag = group_lag(self.bootstrap, group, inputs)
+            raise TimeoutError(f"{error}; users short of events: {short}; uncommitted inputs: {lag}") from None
         self.wait(
             lambda _: not any(group_lag(self.bootstrap, group, inputs).values()), timeout_s, "every input committed"
         )
