@@ -97,9 +97,10 @@ def admin(bootstrap: str, config: Config | None = None) -> AdminClient:
 
 
 def faust_broker_url(bootstrap: str, embedded: bool) -> str:
-    """The broker URL a Faust app is given: the embedded broker's transport (``kafka_adapter.tansu_transport``)
-    corrects tansu's high watermarks."""
-    return f"{'tansu' if embedded else 'kafka'}://{bootstrap}"
+    """The broker URL a Faust app is given: Faust's aiokafka transport with stream partitions resumed after recovery's
+    seek (``kafka_adapter.faust_transport``); for the embedded broker, also tansu's high watermarks corrected
+    (``kafka_adapter.tansu_transport``)."""
+    return f"{'tansu' if embedded else 'reaseq-kafka'}://{bootstrap}"
 
 
 def cluster_id(bootstrap: str, timeout_s: float = 10.0) -> str:

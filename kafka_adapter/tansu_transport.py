@@ -7,7 +7,7 @@ true end, so workers can batch normally against tansu.
 
 tansu also answers an idle fetch only after about half its maximum wait, not when data arrives, and
 Faust fixes that wait at 1.5 s: every hop between agents would add up to 0.75 s. The worker's consumer
-here waits at most ``FETCH_MAX_WAIT_MS``. Against Apache Kafka use ``kafka://``.
+here waits at most ``FETCH_MAX_WAIT_MS``. Against Apache Kafka use ``reaseq-kafka://`` (``kafka_adapter.faust_transport``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from kafka_adapter import faust_transport
 from kafka_adapter.aio_clients import aio_consumer
 
 TAIL_READ_TIMEOUT_S = 10.0
@@ -66,10 +67,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await exact_ends(servers, reported)
 
 
-class Consumer(faust_aiokafka.Consumer):
+class Consumer(faust_transport.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class Transport(faust_aiokafka.Transport):
+class Transport(faust_transport.Transport):
     Consumer = Consumer

@@ -4,18 +4,21 @@ member. Each input must be reflected exactly once: applied to its user's history
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 from infra.processes import spawn_async_worker, stop_process
 from reaseq.contracts import KnowledgeResult
 from reaseq.settings import Settings
 from reaseq.topics import EVENTS, ITEMS, KNOWLEDGE, topic_name
+from streams.app import worker_datadir
 from tests.conftest import Spawn
 from tests.support import TopicReader
-from tests.support.fuzz import EPOCH, Mix, Tally, assigned, fuzzed_mix, publish, wait_for
+from tests.support.fuzz import BAD_KINDS, EPOCH, GENERATION, Mix, Tally, assigned, fuzzed_mix, publish, wait_for
 
 SIGKILL_EVENTS = 20_000
 KILL_AT = 0.3  # share of the events applied when the worker is killed
@@ -77,6 +80,46 @@ def test_two_workers_split_partitions_and_survive_one_leaving(settings: Settings
         tally.complete(before + after, timeout_s=120)
         assert first.poll() is None
         assert tally.problems(before + after) == []
+    finally:
+        tally.close()
+
+
+def test_a_lost_rocksdb_folder_is_rebuilt_from_the_changelogs(settings: Settings, workers: Spawn) -> None:
+    """The worker's local folder deleted while it is down: its tables come back from their changelog topics, so the
+    next events extend the same histories (versions go on from where they were) and find the same items."""
+    assert settings.kafka_bootstrap
+    before = fuzzed_mix(settings, good=2000, bad=100, seed=21, users=60, items=80, orphans=10)
+    event_kinds = [kind for kind in BAD_KINDS if kind.topic == EVENTS.name]
+    after = fuzzed_mix(
+        settings,
+        good=2000,
+        bad=100,
+        seed=22,
+        users=60,
+        items=80,
+        orphans=10,
+        kinds=event_kinds,
+        start=EPOCH + timedelta(days=30),
+    )
+    publish_mix(settings, before)
+    tally = Tally(settings, settings.kafka_bootstrap)
+    try:
+        worker = workers("w0")
+        tally.complete(before, timeout_s=180)
+        assert tally.problems(before) == []
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        folder = worker_datadir(settings, GENERATION, "w0")
+        assert any(folder.iterdir()), "no local state to lose"
+        shutil.rmtree(folder)
+        # Only the events (on the same item ids): had the items table not come back, they would wait for their items.
+        publish(settings.kafka_bootstrap, topic_name(settings, EVENTS), after.events)
+        restarted = time.monotonic()
+        workers("w0")
+        expected = replace(before + after, items=[], item_ids=before.item_ids)
+        tally.complete(expected, timeout_s=300)
+        print(f"folder lost -> full account in {time.monotonic() - restarted:.1f}s")
+        assert tally.problems(expected) == []
     finally:
         tally.close()
 
