@@ -86,8 +86,9 @@ bench-baselines: setup
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality
 
-# The ablation at convergence: every row on Scientific at seeds 42, 7 and 1 (each finished row kept in
-# benchmarks/results/rows and one results file per seed, so that it is built over several sessions), then their means, spreads and each seed's paired interval.
+# The ablation at convergence: every row on Scientific at seeds 42, 7 and 1, then their means, spreads and each seed's
+# paired interval. Each finished row is kept in benchmarks/results/rows (with its test ranks) and each seed's table in
+# its own file, so that the ablation is built over several sessions.
 ABLATION_SEEDS ?= 42 7 1
 ABLATION_PRESET ?= ablation-cpu
 bench-ablation: setup
