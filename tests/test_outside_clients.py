@@ -25,7 +25,7 @@ from reaseq.settings import Settings
 from reaseq.topics import DEAD_LETTERS, EVENTS, ITEMS, USER_FEATURES, topic_name
 from reaseq.wire import encode
 from tests.conftest import Spawn
-from tests.support import TopicReader, latest_by_key
+from tests.support import Record, TopicReader, latest_by_key
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +45,20 @@ def console_produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
-def outcome(settings: Settings, users: int, dead: int) -> tuple[dict[bytes, list[tuple[str, int]]], Counter[str]]:
-    """Each user's final history (item, kind) and version, and the dead letters by agent and reason."""
+def outcome(settings: Settings, applied: int, dead: int) -> tuple[dict[bytes, list[tuple[str, int]]], Counter[str]]:
+    """Each user's final history (item, kind) and version, once ``applied`` events are, and the dead letters by agent
+    and reason."""
     assert settings.kafka_bootstrap
     reader = TopicReader(settings.kafka_bootstrap, topic_name(settings, USER_FEATURES))
-    records = reader.wait_for(lambda rs: len(latest_by_key(rs)) == users, timeout_s=180)
-    histories = {}
-    for key, value in latest_by_key(records).items():
-        update = UserFeatureUpdate.model_validate_json(value)
-        histories[key] = [(entry.item_id, update.version) for entry in update.history]
+
+    def latest(records: list[Record]) -> dict[bytes, UserFeatureUpdate]:
+        return {key: UserFeatureUpdate.model_validate_json(value) for key, value in latest_by_key(records).items()}
+
+    # Every user's last update, not the first of each: the users' versions add up to the events applied.
+    records = reader.wait_for(lambda rs: sum(u.version for u in latest(rs).values()) >= applied, timeout_s=180)
+    histories = {
+        key: [(entry.item_id, update.version) for entry in update.history] for key, update in latest(records).items()
+    }
     letters = TopicReader(settings.kafka_bootstrap, topic_name(settings, DEAD_LETTERS)).wait_for(
         lambda rs: len(rs) >= dead, timeout_s=120
     )
@@ -95,8 +100,9 @@ def test_outside_clients_are_processed_as_the_cli(settings: Settings, workers: S
             plain.produce(topic_name(other, EVENTS), key=f"etl-{number % 3}".encode(), value=line, headers=HEADERS)
         assert plain.flush(30) == 0
 
-        cli_histories, cli_reasons = outcome(settings, users, dead)
-        outside_histories, outside_reasons = outcome(other, users, dead)
+        applied = len({interaction.event_id for interaction in world.interactions})
+        cli_histories, cli_reasons = outcome(settings, applied, dead)
+        outside_histories, outside_reasons = outcome(other, applied, dead)
     finally:
         stop_process(worker.pid, timeout_s=15)
     assert outside_histories == cli_histories and len(cli_histories) == users
